@@ -1,0 +1,55 @@
+package agent
+
+import (
+	"time"
+)
+
+// Defaults that a config file or flag may override.
+const (
+	DefaultTimeout      = 5 * time.Second
+	DefaultMaxFileSize  = 1 << 30 // 1 GiB: larger than any app release we expect on a Pi
+	DefaultKeepReleases = 2
+	DefaultStateRoot    = "/var/lib/ota-agent"
+)
+
+// Install modes.
+const (
+	InstallInPlace = "in-place"
+	InstallSymlink = "symlink"
+)
+
+// Reset kinds.
+const (
+	ResetNone = "none"
+	ResetSoft = "soft"
+	ResetHard = "hard"
+)
+
+// App is one managed application, as the configuration describes it. The
+// command line fills it from config.toml or from flags; Validate checks it.
+type App struct {
+	Name              string        // unique, path-safe; default: Project
+	Host              string        // http(s)://host[:port][/base]
+	Project           string        // directory on the server
+	Files             []string      // release files, relative to AppDir
+	UseVersionPrefix  bool          // "<v>_<file>" (true) or "<v>/<file>"
+	AppDir            string        // where the app's files live
+	StateRoot         string        // the app's state is StateRoot/Name
+	Install           string        // InstallInPlace or InstallSymlink
+	Reset             string        // ResetNone, ResetSoft or ResetHard
+	Unit              string        // systemd unit of the app, for soft resets
+	SystemdBus        string        // "system" (default) or "user"
+	HardReset         string        // "reboot" (default) or "watchdog"
+	Timeout           time.Duration // bounds each wait, not a whole transfer
+	User              string        // Basic auth user
+	Password          string        // Basic auth password (never logged)
+	CAFile            string        // extra CA bundle (PEM) for https
+	AllowInsecureAuth bool          // allow Basic auth over plain http
+	MaxFileSize       int64         // per-file size cap in bytes
+	KeepReleases      int           // releases kept on disk for rollback
+	Interval          time.Duration // daemon check interval (0: the global one)
+}
+
+// StateDir is the directory that holds this app's state.json, lock,
+// staging/ and releases/.
+func (a *App) StateDir() string { return a.StateRoot + "/" + a.Name }

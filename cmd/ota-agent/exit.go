@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/ota-agent/ota-agent/agent"
+)
+
+// Exit codes, as DESIGN.md section 5 and the README document them.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1
+	ExitUsage       = 2
+	ExitTempFail    = 75  // the server could not be reached; nothing changed
+	ExitUpdateAvail = 100 // `check` found an update
+)
+
+// errUpdateAvailable is returned by check when any app has an update.
+var errUpdateAvailable = errors.New("update available")
+
+// exitCodeError carries an exit code already decided (several apps: the most
+// serious of theirs).
+type exitCodeError struct{ code int }
+
+func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// severity orders exit codes: 2 > 1 > 75 > 100 > 0.
+func severity(code int) int {
+	switch code {
+	case ExitUsage:
+		return 4
+	case ExitFailed:
+		return 3
+	case ExitTempFail:
+		return 2
+	case ExitUpdateAvail:
+		return 1
+	}
+	return 0
+}
+
+// worst returns the most serious of two exit codes.
+func worst(a, b int) int {
+	if severity(b) > severity(a) {
+		return b
+	}
+	return a
+}
+
+// codeOf maps an error to its exit code.
+func codeOf(err error) int {
+	var ce *agent.ConfigError
+	var ec exitCodeError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ec):
+		return ec.code
+	case errors.Is(err, errHelp) || errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.As(err, &ce), errors.Is(err, errUsage):
+		return ExitUsage
+	case errors.Is(err, errUpdateAvailable):
+		return ExitUpdateAvail
+	case errors.Is(err, agent.ErrUnreachable):
+		return ExitTempFail
+	case errors.Is(err, context.Canceled):
+		return ExitFailed
+	}
+	return ExitFailed
+}
+
+// errUsage marks a command-line mistake.
+var errUsage = errors.New("usage error")
+
+// globals is what every subcommand shares: where to print.
+type globals struct {
+	stdout, stderr io.Writer
+}
+
+// exitCode reports err (once) and returns its exit code.
+func (g *globals) exitCode(err error) int {
+	code := codeOf(err)
+	var ec exitCodeError
+	if err != nil && code != ExitOK && code != ExitUpdateAvail && !errors.As(err, &ec) {
+		fmt.Fprintf(g.stderr, "ota-agent: %v\n", err)
+	}
+	return code
+}
+
+func sortedCommands() []string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
