@@ -1,0 +1,305 @@
+// Package serve is a static file server for the micropython-ota release
+// layout (DESIGN.md section 1): <project>/version, <project>/<v>_<file> and
+// <project>/<v>/<file>. It is what `ota-agent serve` runs; any web server
+// that serves the same files works as well.
+package serve
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Options configures Handler.
+type Options struct {
+	// User and Password, when User is set, require HTTP Basic auth on every
+	// request. A password without a user is an error.
+	User, Password string
+	// Log receives one debug event per request; the zero value logs nothing.
+	Log zerolog.Logger
+}
+
+// realm is what clients see in the 401 challenge.
+const realm = `Basic realm="ota-agent"`
+
+// maxETags bounds the ETag cache; when full it is dropped and rebuilt, which
+// only costs a re-hash of the files asked for again.
+const maxETags = 4096
+
+// Handler serves the regular files under dir, read only.
+//
+// Only GET and HEAD are allowed (405 otherwise). Directories, dotfiles (any
+// path component starting with '.'), special files, and anything that would
+// resolve outside dir — "..", symlinks leading out — are 404, indistinguishable
+// from a missing file. Responses carry a strong ETag (the SHA-256 of the
+// content, computed on first use and cached while size and mtime stay the
+// same), Last-Modified and Content-Length, and honour If-None-Match,
+// If-Modified-Since and Range.
+//
+// dir is opened anew for each request, so replacing it (for example a
+// symlink switched to a new tree) takes effect at once and the handler holds
+// no file descriptor between requests. Handler fails if dir cannot be opened
+// as a directory or the options are inconsistent.
+func Handler(dir string, opts Options) (http.Handler, error) {
+	if opts.User == "" && opts.Password != "" {
+		return nil, errors.New("serve: password without user")
+	}
+	if strings.ContainsRune(opts.User, ':') {
+		// Basic auth splits user and password at the first colon.
+		return nil, errors.New("serve: user name contains ':'")
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	root.Close()
+	h := &handler{dir: dir, log: opts.Log, etags: make(map[string]*etagEntry)}
+	if opts.User != "" {
+		h.auth = true
+		h.user = sha256.Sum256([]byte(opts.User))
+		h.password = sha256.Sum256([]byte(opts.Password))
+	}
+	return h, nil
+}
+
+type handler struct {
+	dir  string
+	log  zerolog.Logger
+	auth bool
+	// Hashes, so the constant-time compare does not leak the lengths either.
+	user, password [sha256.Size]byte
+
+	mu    sync.Mutex
+	etags map[string]*etagEntry
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &recorder{ResponseWriter: w}
+	err := h.serve(rw, r)
+	ev := h.log.Debug().
+		Str("method", r.Method).
+		Str("path", r.URL.Path). // not the query, which may carry tokens
+		Str("remote", r.RemoteAddr).
+		Int("status", rw.statusCode()).
+		Int64("bytes", rw.bytes).
+		Dur("took", time.Since(start))
+	if err != nil {
+		ev = ev.AnErr("cause", err)
+	}
+	ev.Msg("request")
+}
+
+// serve answers one request; the error, if any, is why a request failed and
+// is only logged.
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) error {
+	if h.auth && !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", realm)
+		http.Error(w, "401 unauthorized", http.StatusUnauthorized)
+		return nil
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+		return nil
+	}
+	name, ok := relPath(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return nil
+	}
+	f, fi, err := h.open(name)
+	if err != nil {
+		http.NotFound(w, r)
+		return err
+	}
+	defer f.Close()
+	etag, err := h.etag(name, f, fi)
+	if err != nil {
+		http.Error(w, "500 internal server error", http.StatusInternalServerError)
+		return err
+	}
+	w.Header().Set("ETag", etag)
+	// ServeContent sets Last-Modified, Content-Length and Content-Type, and
+	// answers the conditional and Range headers.
+	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+	return nil
+}
+
+func (h *handler) authorized(r *http.Request) bool {
+	u, p, ok := r.BasicAuth()
+	if !ok {
+		return false
+	}
+	uh := sha256.Sum256([]byte(u))
+	ph := sha256.Sum256([]byte(p))
+	// Both compares always run: no early exit tells a right user from a wrong one.
+	return subtle.ConstantTimeCompare(uh[:], h.user[:])&subtle.ConstantTimeCompare(ph[:], h.password[:]) == 1
+}
+
+// relPath turns a URL path into a name relative to the served directory. It
+// refuses empty components (a trailing slash names a directory), and any
+// component starting with '.', which covers ".", ".." and dotfiles. os.Root
+// would refuse an escape anyway; this keeps "../" from even reaching it.
+func relPath(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, "/")
+	if !ok || rest == "" {
+		return "", false
+	}
+	for c := range strings.SplitSeq(rest, "/") {
+		if c == "" || c[0] == '.' || strings.ContainsAny(c, "\x00\\") {
+			return "", false
+		}
+	}
+	return rest, true
+}
+
+// open opens name under dir through os.Root, so neither ".." nor a symlink
+// can lead outside it. Anything but a regular file is refused, checked before
+// the open so a FIFO cannot block the request.
+func (h *handler) open(name string) (*os.File, os.FileInfo, error) {
+	root, err := os.OpenRoot(h.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer root.Close()
+	fi, err := root.Stat(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Stat the open file: that is what gets served, whatever happened to the
+	// name since.
+	fi, err = f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file", name)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// etagEntry is one cached content hash. done is closed once tag or err is set,
+// so concurrent first requests for a new file hash it only once.
+type etagEntry struct {
+	size    int64
+	modTime time.Time
+	done    chan struct{}
+	tag     string
+	err     error
+}
+
+// etag returns the quoted SHA-256 of f's content, from the cache when name's
+// size and mtime are those it was computed for. f is left at offset 0.
+func (h *handler) etag(name string, f *os.File, fi os.FileInfo) (string, error) {
+	h.mu.Lock()
+	e := h.etags[name]
+	if e == nil || e.size != fi.Size() || !e.modTime.Equal(fi.ModTime()) {
+		if len(h.etags) >= maxETags {
+			clear(h.etags)
+		}
+		e = &etagEntry{size: fi.Size(), modTime: fi.ModTime(), done: make(chan struct{})}
+		h.etags[name] = e
+		h.mu.Unlock()
+		e.tag, e.err = hashFile(f)
+		if e.err == nil {
+			// A file rewritten in place while it was hashed: the hash may
+			// match neither version, so do not keep it.
+			if now, err := f.Stat(); err != nil || now.Size() != e.size || !now.ModTime().Equal(e.modTime) {
+				e.err = fmt.Errorf("%s changed while it was read", name)
+			}
+		}
+		if e.err != nil {
+			h.mu.Lock()
+			if h.etags[name] == e {
+				delete(h.etags, name)
+			}
+			h.mu.Unlock()
+		}
+		close(e.done)
+		return e.tag, e.err
+	}
+	h.mu.Unlock()
+	<-e.done
+	return e.tag, e.err
+}
+
+func hashFile(f *os.File) (string, error) {
+	s := sha256.New()
+	if _, err := io.Copy(s, f); err != nil {
+		return "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	return `"` + hex.EncodeToString(s.Sum(nil)) + `"`, nil
+}
+
+// recorder notes the status and body size for the request log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the server's sendfile path, which ServeContent uses through
+// io.Copy, when the underlying writer has one.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		// Hide recorder's own ReadFrom so io.Copy does not come back here.
+		n, err = io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
+	}
+	r.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) statusCode() int {
+	if r.status == 0 {
+		return http.StatusOK
+	}
+	return r.status
+}
