@@ -101,3 +101,5 @@ func sortedCommands() []string {
 	sort.Strings(names)
 	return names
 }
+
+func (g *globals) printf(format string, a ...any) { fmt.Fprintf(g.stdout, format, a...) }

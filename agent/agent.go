@@ -1,0 +1,265 @@
+// Package agent runs the update cycle for one app: it asks the server which
+// version to run, downloads a new release into staging while the app keeps
+// running, and switches it in between a stop and a start of the app.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ota-agent/ota-agent/store"
+	"github.com/ota-agent/ota-agent/wire"
+	"github.com/rs/zerolog"
+)
+
+// Resetter restarts the app around a switch. Stop reports whether the app
+// was running, so an update at boot (before the app's unit started) starts
+// nothing; Start runs after the switch only if Stop found the app running.
+type Resetter interface {
+	Stop(ctx context.Context) (wasActive bool, err error)
+	Start(ctx context.Context) error
+}
+
+// checker is a resetter that can tell, before any download, that it will
+// be able to do its job (the unit exists).
+type checker interface {
+	Check(ctx context.Context) error
+}
+
+// Options configure an Agent.
+type Options struct {
+	Log       zerolog.Logger
+	Reset     Resetter      // nil: switch only
+	UserAgent string        // default "ota-agent"
+	LockWait  time.Duration // how long Update waits for another holder of the app's lock
+}
+
+// Agent updates one app.
+type Agent struct {
+	app    App
+	layout wire.Layout
+	c      *client
+	reset  Resetter
+	log    zerolog.Logger
+	wait   time.Duration
+}
+
+// Result is what Check or Update found and did.
+type Result struct {
+	App         string `json:"app"`
+	Installed   string `json:"installed"` // the version before the run ("" if none)
+	Remote      string `json:"remote"`    // the version the server publishes
+	Available   bool   `json:"available"` // Remote differs from Installed
+	Updated     bool   `json:"updated"`   // Update switched to Remote
+	NeedsReboot bool   `json:"needs_reboot,omitempty"`
+	Requests    int64  `json:"requests"`
+	Bytes       int64  `json:"bytes"`
+}
+
+// New returns an Agent for app, which must have passed Validate.
+func New(app App, o Options) (*Agent, error) {
+	if o.UserAgent == "" {
+		o.UserAgent = "ota-agent"
+	}
+	c, err := newClient(&app, o.UserAgent)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		app:    app,
+		layout: wire.Layout{Host: app.Host, Project: app.Project, Prefix: app.UseVersionPrefix},
+		c:      c,
+		reset:  o.Reset,
+		log:    o.Log.With().Str("app", app.Name).Logger(),
+		wait:   o.LockWait,
+	}
+	return a, nil
+}
+
+// App returns the app this agent manages.
+func (a *Agent) App() App { return a.app }
+
+func (a *Agent) open() (*store.Store, error) {
+	return store.Open(a.app.StateDir(), a.app.AppDir, store.Options{Mode: a.app.Install, KeepReleases: a.app.KeepReleases, Log: a.log})
+}
+
+// remoteVersion fetches and validates the published version tag: the whole
+// body of <project>/version, whitespace-trimmed, from a 200 answer only.
+func (a *Agent) remoteVersion(ctx context.Context) (string, error) {
+	url := a.layout.VersionURL()
+	resp, err := a.c.get(ctx, url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Close()
+	if resp.ContentLength > wire.MaxVersionBody {
+		return "", fmt.Errorf("GET %s: version body is %d bytes, at most %d: not a version tag", url, resp.ContentLength, wire.MaxVersionBody)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp, wire.MaxVersionBody+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > wire.MaxVersionBody {
+		return "", fmt.Errorf("GET %s: version body is over %d bytes: not a version tag", url, wire.MaxVersionBody)
+	}
+	tag := strings.TrimSpace(string(b))
+	if err := wire.CheckTag(tag); err != nil {
+		return "", fmt.Errorf("GET %s: %w", url, err)
+	}
+	return tag, nil
+}
+
+// Check asks the server for its version and compares it with the installed
+// one. It never downloads a release, takes no lock and writes nothing.
+func (a *Agent) Check(ctx context.Context) (Result, error) {
+	res := Result{App: a.app.Name}
+	st, err := store.ReadState(a.app.StateDir())
+	if err != nil {
+		return res, err
+	}
+	res.Installed = st.Version
+	res.Remote, err = a.remoteVersion(ctx)
+	a.count(&res)
+	if err != nil {
+		return res, err
+	}
+	// Any difference is an update, an older tag included: that is how
+	// operators roll a fleet back.
+	res.Available = res.Remote != res.Installed
+	return res, nil
+}
+
+func (a *Agent) count(res *Result) {
+	res.Requests, res.Bytes = a.c.requests.Load(), a.c.bytes.Load()
+}
+
+// Recover finishes or undoes a switch that a crash interrupted.
+func (a *Agent) Recover(ctx context.Context) error {
+	s, err := a.open()
+	if err != nil {
+		return err
+	}
+	l, err := s.Lock(ctx, a.wait)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	return s.Recover()
+}
+
+// Update brings the app to the published version: check, download every
+// file into staging (the app keeps running), then stop the app, switch,
+// start it. Nothing in the app changes unless every file arrived whole.
+// When up to date it costs one request.
+func (a *Agent) Update(ctx context.Context) (res Result, err error) {
+	res = Result{App: a.app.Name}
+	defer a.count(&res)
+	s, err := a.open()
+	if err != nil {
+		return res, err
+	}
+	l, err := s.Lock(ctx, a.wait)
+	if err != nil {
+		return res, err
+	}
+	defer l.Unlock()
+	if err := s.Recover(); err != nil {
+		return res, fmt.Errorf("recover an interrupted switch: %w", err)
+	}
+	st, err := s.State()
+	if err != nil {
+		return res, err
+	}
+	res.Installed = st.Version
+	if res.Remote, err = a.remoteVersion(ctx); err != nil {
+		return res, err
+	}
+	if res.Available = res.Remote != res.Installed; !res.Available {
+		a.log.Debug().Str("version", res.Installed).Msg("up to date")
+		return res, nil
+	}
+	if len(a.app.Files) == 0 {
+		return res, &ConfigError{App: a.app.Name, Key: "files", Msg: "no files listed: nothing to install"}
+	}
+	if c, ok := a.reset.(checker); ok {
+		if err := c.Check(ctx); err != nil {
+			return res, err
+		}
+	}
+	a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Msg("update available: downloading")
+	stage, err := s.Stage(res.Remote)
+	if err != nil {
+		return res, err
+	}
+	defer stage.Close()
+	for _, f := range a.app.Files {
+		if err := a.download(ctx, stage, res.Remote, f); err != nil {
+			return res, err
+		}
+	}
+	if err := a.switchTo(ctx, s, stage); err != nil {
+		return res, err
+	}
+	res.Updated = true
+	res.NeedsReboot = a.app.Reset == ResetHard
+	a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Int("files", len(a.app.Files)).Msg("installed")
+	return res, nil
+}
+
+func (a *Agent) download(ctx context.Context, stage *store.Stage, tag, file string) error {
+	if _, ok := stage.Have(file); ok {
+		a.log.Debug().Str("file", file).Msg("reusing a complete download from an earlier run")
+		return nil
+	}
+	url := a.layout.FileURL(tag, file)
+	resp, err := a.c.get(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer resp.Close()
+	if _, err := stage.Write(file, resp, resp.ContentLength, a.app.MaxFileSize); err != nil {
+		if errors.Is(err, store.ErrTruncated) {
+			err = fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+		return fmt.Errorf("download %s: %w", url, err)
+	}
+	a.log.Debug().Str("url", url).Int64("bytes", resp.ContentLength).Msg("downloaded")
+	return nil
+}
+
+// switchTo stops the app (if it runs), switches, and starts it again, so no
+// running process ever sees a mix of two releases.
+func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage) error {
+	// A signal must not leave the app stopped between Stop and Start.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), switchTimeout)
+	defer cancel()
+	wasActive := false
+	if a.reset != nil {
+		var err error
+		if wasActive, err = a.reset.Stop(ctx); err != nil {
+			return err
+		}
+	}
+	_, err := s.Install(stage)
+	if wasActive {
+		// After a failed switch this starts the old release again.
+		if serr := a.reset.Start(ctx); serr != nil {
+			return errors.Join(err, serr)
+		}
+	}
+	return err
+}
+
+// switchTimeout bounds stop, switch and start once a download is complete.
+const switchTimeout = 3 * time.Minute
+
+func orNone(v string) string {
+	if v == "" {
+		return "(none)"
+	}
+	return v
+}

@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// errStalled is the cause of a transfer cancelled because no byte arrived
+// for a whole timeout.
+var errStalled = errors.New("no data")
+
+// StatusError is an HTTP answer other than 200.
+type StatusError struct {
+	URL  string
+	Code int
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("GET %s: %d %s", e.URL, e.Code, http.StatusText(e.Code))
+	switch e.Code {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		msg += " (check user and password)"
+	case http.StatusNotFound:
+		msg += " (is the release published there?)"
+	}
+	return msg
+}
+
+// temporary reports whether the server may well answer later: 5xx, 408, 429.
+func (e *StatusError) temporary() bool {
+	return e.Code >= 500 || e.Code == http.StatusTooManyRequests || e.Code == http.StatusRequestTimeout
+}
+
+// client is an http.Client whose every wait (connect, TLS, headers, each
+// stall between reads) is bounded by timeout, while a transfer that keeps
+// moving is never cut.
+type client struct {
+	hc        *http.Client
+	timeout   time.Duration
+	user      string
+	password  string
+	userAgent string
+	requests  atomic.Int64
+	bytes     atomic.Int64
+}
+
+func newClient(app *App, userAgent string) (*client, error) {
+	tlsConf := &tls.Config{ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	if app.CAFile != "" {
+		pem, err := os.ReadFile(app.CAFile)
+		if err != nil {
+			return nil, &ConfigError{App: app.Name, Key: "ca_file", Msg: err.Error()}
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, &ConfigError{App: app.Name, Key: "ca_file", Msg: app.CAFile + " holds no PEM certificate"}
+		}
+		tlsConf.RootCAs = pool
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: app.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   app.Timeout,
+		ResponseHeaderTimeout: app.Timeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   2,
+		TLSClientConfig:       tlsConf,
+		ForceAttemptHTTP2:     true,
+	}
+	c := &client{timeout: app.Timeout, user: app.User, password: app.Password, userAgent: userAgent}
+	c.hc = &http.Client{Transport: tr, CheckRedirect: checkRedirect}
+	return c, nil
+}
+
+// checkRedirect never lets https fall to http, and drops credentials on a
+// redirect to any other host (net/http would keep them for a subdomain).
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("refusing redirect from https to %s", req.URL.Redacted())
+	}
+	if req.URL.Host != via[0].URL.Host {
+		req.Header.Del("Authorization")
+	}
+	return nil
+}
+
+// response is a 200 response whose body resets a stall timer on every read.
+type response struct {
+	*http.Response
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	c      *client
+}
+
+// get fetches url and returns its 200 response. Any other status is a
+// *StatusError; a failure to reach the server wraps ErrUnreachable.
+func (c *client) get(ctx context.Context, url string) (*response, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	req.Header.Set("User-Agent", c.userAgent)
+	if c.user != "" {
+		req.SetBasicAuth(c.user, c.password)
+	}
+	c.requests.Add(1)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		cancel(nil)
+		return nil, classify(fmt.Errorf("GET %s: %w", url, err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
+		resp.Body.Close()
+		cancel(nil)
+		serr := &StatusError{URL: url, Code: resp.StatusCode}
+		if serr.temporary() {
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, serr)
+		}
+		return nil, serr
+	}
+	r := &response{Response: resp, cancel: cancel, c: c}
+	r.timer = time.AfterFunc(c.timeout, func() { cancel(fmt.Errorf("%w for %v", errStalled, c.timeout)) })
+	return r, nil
+}
+
+// Read passes the body on and rearms the stall timer whenever bytes arrive.
+func (r *response) Read(p []byte) (int, error) {
+	n, err := r.Body.Read(p)
+	if n > 0 {
+		r.timer.Reset(r.c.timeout)
+		r.c.bytes.Add(int64(n))
+	}
+	if err != nil && err != io.EOF {
+		if cause := context.Cause(r.Request.Context()); errors.Is(cause, errStalled) {
+			err = cause
+		}
+		err = classify(fmt.Errorf("GET %s: %w", r.Request.URL.Redacted(), err))
+	}
+	return n, err
+}
+
+// Close ends the transfer and its timer.
+func (r *response) Close() error {
+	r.timer.Stop()
+	err := r.Body.Close()
+	r.cancel(nil)
+	return err
+}
+
+// classify marks transport failures (refused, reset, timed out, cut short)
+// as ErrUnreachable: nothing changed and a later run may well succeed. A
+// certificate that does not verify is not one of them: it needs ca_file.
+func classify(err error) error {
+	var op *net.OpError
+	var dns *net.DNSError
+	var to interface{ Timeout() bool }
+	var cert *tls.CertificateVerificationError
+	switch {
+	case err == nil, errors.Is(err, ErrUnreachable), errors.As(err, &cert):
+		return err
+	case errors.Is(err, context.Canceled) && !errors.Is(err, errStalled):
+		return err
+	case errors.As(err, &op), errors.As(err, &dns), errors.As(err, &to) && to.Timeout(),
+		errors.Is(err, errStalled), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE):
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return err
+}

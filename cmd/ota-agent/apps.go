@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ota-agent/ota-agent/agent"
+	"github.com/rs/zerolog"
+)
+
+// loadApps returns the apps to act on: from flags alone when any app flag
+// was given (the single-app case), else from the config file, narrowed to
+// the names given as arguments.
+func loadApps(c *commonFlags, names []string) ([]agent.App, error) {
+	if c.app.any() {
+		if len(names) > 0 {
+			return nil, usageErrorf("app names (%v) and app flags exclude each other", names)
+		}
+		a, err := c.app.app()
+		if err != nil {
+			return nil, err
+		}
+		return []agent.App{a}, nil
+	}
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return nil, err
+	}
+	return selectApps(cfg, names)
+}
+
+// forEachApp runs fn for every app, one after another; one app's failure
+// never stops the others. Each failure is logged with its app; the result
+// is the most serious exit code (2 > 1 > 75 > 100 > 0).
+func forEachApp(ctx context.Context, apps []agent.App, log zerolog.Logger, fn func(context.Context, agent.App) error) error {
+	code := ExitOK
+	for _, a := range apps {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err := fn(ctx, a)
+		c := codeOf(err)
+		if c != ExitOK && c != ExitUpdateAvail && !errors.Is(err, context.Canceled) {
+			log.Error().Str("app", a.Name).Int("exit", c).Msg(err.Error())
+		}
+		code = worst(code, c)
+	}
+	if code != ExitOK {
+		return exitCodeError{code}
+	}
+	return nil
+}

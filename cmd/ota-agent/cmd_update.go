@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"time"
+
+	"github.com/ota-agent/ota-agent/agent"
+	"github.com/rs/zerolog"
+)
+
+func init() {
+	commands["update"] = command{cmdUpdate, "bring apps to the published version (check, download, switch, reset)"}
+}
+
+func cmdUpdate(ctx context.Context, g *globals, args []string) error {
+	fs := flag.NewFlagSet("update", flag.ContinueOnError)
+	fs.Usage = func() {
+		g.printf("usage: ota-agent update [flags] [APP...]\n\nBrings each app (all by default) to the version its server publishes.\n\n")
+		fs.PrintDefaults()
+	}
+	var c commonFlags
+	var wait waitFlag
+	c.register(fs)
+	fs.Var(&wait, "wait", "wait for another update of the same app to finish (--wait, or --wait=DURATION) instead of failing")
+	if err := parse(fs, g, args); err != nil {
+		return err
+	}
+	log, err := newLogger(g.stderr, c.logLevel)
+	if err != nil {
+		return err
+	}
+	apps, err := loadApps(&c, fs.Args())
+	if err != nil {
+		return err
+	}
+	var reboot []string
+	err = forEachApp(ctx, apps, log, func(ctx context.Context, app agent.App) error {
+		res, err := updateApp(ctx, app, log, wait.d)
+		if res.NeedsReboot {
+			reboot = append(reboot, app.Name)
+		}
+		return err
+	})
+	if len(reboot) > 0 {
+		// Every app is switched before the one reboot they share.
+		if rerr := hardReset(ctx, apps, reboot, log); rerr != nil {
+			log.Error().Err(rerr).Msg("hard reset failed")
+			return exitCodeError{worst(codeOf(err), ExitFailed)}
+		}
+	}
+	return err
+}
+
+func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration) (agent.Result, error) {
+	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), UserAgent: userAgent(), LockWait: wait})
+	if err != nil {
+		return agent.Result{App: app.Name}, err
+	}
+	return a.Update(ctx)
+}
+
+func userAgent() string { return "ota-agent/" + Version }

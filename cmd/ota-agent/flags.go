@@ -1,0 +1,60 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// usageErrorf is a command-line mistake (exit 2).
+func usageErrorf(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+}
+
+// commonFlags are the flags of every command that acts on apps.
+type commonFlags struct {
+	config   string
+	logLevel string
+	app      appFlags
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", defaultConfigPath, "configuration file")
+	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	c.app.register(fs)
+}
+
+// parse parses args; -h prints the flags and returns errHelp.
+func parse(fs *flag.FlagSet, g *globals, args []string) error {
+	fs.SetOutput(g.stderr)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelp
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+// waitFlag is --wait (wait as long as it takes) or --wait=DURATION.
+type waitFlag struct{ d time.Duration }
+
+func (w *waitFlag) IsBoolFlag() bool { return true }
+func (w *waitFlag) String() string   { return w.d.String() }
+func (w *waitFlag) Set(s string) error {
+	switch s {
+	case "true":
+		w.d = 365 * 24 * time.Hour
+	case "false":
+		w.d = 0
+	default:
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return fmt.Errorf("want a duration such as 30s, got %q", s)
+		}
+		w.d = d
+	}
+	return nil
+}

@@ -1,0 +1,261 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/ota-agent/ota-agent/wire"
+	"golang.org/x/sys/unix"
+)
+
+// ErrTooLarge is returned by Stage.Write for a body over its size cap.
+var ErrTooLarge = errors.New("file exceeds the size limit")
+
+// ErrTruncated is returned by Stage.Write when fewer bytes arrived than announced.
+var ErrTruncated = errors.New("body shorter than announced")
+
+// ErrNoSpace is returned when the filesystem lacks room for a download.
+var ErrNoSpace = errors.New("not enough free space")
+
+// indexName lists, one JSON line each, the staged files that were written
+// completely and fsynced. Anything in staging that it does not name is a
+// partial download and is removed; what it names is reused.
+const indexName = ".ota-index"
+
+// Stage is a release being downloaded into staging/<version>/ while the app
+// keeps running. Its files move into the app only through Install.
+type Stage struct {
+	s       *Store
+	version string
+	dir     string
+	files   map[string]File
+	index   *os.File
+}
+
+// Stage opens staging/<version>/, keeping files an interrupted earlier run
+// finished for the same version and removing everything else in staging.
+func (s *Store) Stage(version string) (*Stage, error) {
+	if err := wire.CheckTag(version); err != nil {
+		return nil, err
+	}
+	base := s.stagingDir()
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.Name() != version {
+			if err := os.RemoveAll(filepath.Join(base, e.Name())); err != nil {
+				return nil, err
+			}
+		}
+	}
+	st := &Stage{s: s, version: version, dir: filepath.Join(base, version), files: map[string]File{}}
+	if err := os.MkdirAll(st.dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := st.loadIndex(); err != nil {
+		return nil, err
+	}
+	st.index, err = os.OpenFile(filepath.Join(st.dir, indexName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// loadIndex keeps the indexed files whose size and hash still match and
+// removes every other file in the staging dir.
+func (st *Stage) loadIndex() error {
+	b, err := os.ReadFile(filepath.Join(st.dir, indexName))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	known := map[string]File{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		var f File
+		// A torn last line after a power cut does not parse: that file is re-downloaded.
+		if json.Unmarshal(sc.Bytes(), &f) == nil && wire.CheckPath(f.Path) == nil {
+			known[f.Path] = f
+		}
+	}
+	for p, f := range known {
+		if sum, size, err := hashFile(filepath.Join(st.dir, p)); err == nil && sum == f.SHA256 && size == f.Size {
+			st.files[p] = f
+		}
+	}
+	err = filepath.WalkDir(st.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(st.dir, path)
+		if _, ok := st.files[filepath.ToSlash(rel)]; !ok && rel != indexName {
+			return os.Remove(path)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return st.rewriteIndex()
+}
+
+func (st *Stage) rewriteIndex() error {
+	var buf bytes.Buffer
+	for _, f := range st.Files() {
+		b, _ := json.Marshal(f)
+		buf.Write(append(b, '\n'))
+	}
+	return WriteFile(filepath.Join(st.dir, indexName), buf.Bytes(), 0o600)
+}
+
+// Version is the release being staged.
+func (st *Stage) Version() string { return st.version }
+
+// Have returns the staged file at path if an earlier run completed it.
+func (st *Stage) Have(path string) (File, bool) {
+	f, ok := st.files[path]
+	return f, ok
+}
+
+// Files returns the staged files sorted by path.
+func (st *Stage) Files() []File {
+	out := make([]File, 0, len(st.files))
+	for _, f := range st.files {
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Close releases the staging index; staged files stay for the next run.
+func (st *Stage) Close() error { return st.index.Close() }
+
+// Write streams r into the staged file at path, hashing as it goes, in
+// constant memory. want is the announced size (-1 if unknown): fewer bytes
+// fail with ErrTruncated. More than max bytes fail with ErrTooLarge. The
+// file gets the owner and mode it will have in the app (see Install), is
+// fsynced, and only then recorded in the index; on any error it is removed.
+func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) {
+	if err := wire.CheckPath(path); err != nil {
+		return File{}, err
+	}
+	if want > max {
+		return File{}, fmt.Errorf("%s: %w (%d bytes announced, limit %d)", path, ErrTooLarge, want, max)
+	}
+	if want > 0 {
+		if err := st.s.CheckFree(want); err != nil {
+			return File{}, err
+		}
+	}
+	dst := filepath.Join(st.dir, filepath.FromSlash(path))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return File{}, err
+	}
+	delete(st.files, path)
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return File{}, err
+	}
+	fail := func(err error) (File, error) {
+		f.Close()
+		os.Remove(dst)
+		return File{}, err
+	}
+	h := sha256.New()
+	crashPoint("write staged " + path)
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, max+1))
+	switch {
+	case errors.Is(err, unix.ENOSPC):
+		return fail(fmt.Errorf("%s: %w: the disk filled up after %d bytes", dst, ErrNoSpace, n))
+	case err != nil:
+		return fail(err)
+	case n > max:
+		return fail(fmt.Errorf("%s: %w (over %d bytes)", path, ErrTooLarge, max))
+	case want >= 0 && n != want:
+		return fail(fmt.Errorf("%s: %w: %d of %d bytes", path, ErrTruncated, n, want))
+	}
+	meta, err := st.s.targetMeta(path)
+	if err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(meta.mode); err != nil {
+		return fail(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := f.Chown(meta.uid, meta.gid); err != nil {
+			return fail(err)
+		}
+	}
+	crashPoint("fsync staged " + path)
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("fsync %s: %w", dst, err))
+	}
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
+	file := File{Path: path, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Mode: meta.mode}
+	b, _ := json.Marshal(file)
+	crashPoint("append index " + path)
+	if _, err := st.index.Write(append(b, '\n')); err != nil {
+		return File{}, err
+	}
+	crashPoint("fsync index " + path)
+	// The file's directory entry must be durable before the index names it.
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return File{}, err
+	}
+	if err := st.index.Sync(); err != nil {
+		return File{}, err
+	}
+	st.files[path] = file
+	return file, nil
+}
+
+// CheckFree fails with ErrNoSpace unless the state dir's filesystem has
+// need bytes free plus a margin (so the download never fills the card).
+func (s *Store) CheckFree(need int64) error {
+	var fsst unix.Statfs_t
+	if err := unix.Statfs(s.dir, &fsst); err != nil {
+		return &os.PathError{Op: "statfs", Path: s.dir, Err: err}
+	}
+	free := int64(fsst.Bavail) * int64(fsst.Bsize)
+	margin := int64(4<<20) + need/10
+	if free < need+margin {
+		return fmt.Errorf("%w: needs %s on the filesystem of %s (with a margin of %s), %s free",
+			ErrNoSpace, mib(need), s.dir, mib(margin), mib(free))
+	}
+	return nil
+}
+
+func mib(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%d KiB", (n+1023)>>10)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
