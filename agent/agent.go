@@ -36,6 +36,9 @@ type Options struct {
 	Reset     Resetter      // nil: switch only
 	UserAgent string        // default "ota-agent"
 	LockWait  time.Duration // how long Update waits for another holder of the app's lock
+	// RuntimeDir, if set, receives each check's outcome (store.WriteStatus):
+	// volatile, so routine checks never write to the SD card.
+	RuntimeDir string
 }
 
 // Agent updates one app.
@@ -46,6 +49,7 @@ type Agent struct {
 	reset  Resetter
 	log    zerolog.Logger
 	wait   time.Duration
+	rundir string
 }
 
 // Result is what Check or Update found and did.
@@ -76,6 +80,7 @@ func New(app App, o Options) (*Agent, error) {
 		reset:  o.Reset,
 		log:    o.Log.With().Str("app", app.Name).Logger(),
 		wait:   o.LockWait,
+		rundir: o.RuntimeDir,
 	}
 	return a, nil
 }
@@ -115,15 +120,16 @@ func (a *Agent) remoteVersion(ctx context.Context) (string, error) {
 
 // Check asks the server for its version and compares it with the installed
 // one. It never downloads a release, takes no lock and writes nothing.
-func (a *Agent) Check(ctx context.Context) (Result, error) {
-	res := Result{App: a.app.Name}
+func (a *Agent) Check(ctx context.Context) (res Result, err error) {
+	res = Result{App: a.app.Name}
+	r0, b0 := a.c.requests.Load(), a.c.bytes.Load()
+	defer func() { a.count(&res, r0, b0); a.record(res, err) }()
 	st, err := store.ReadState(a.app.StateDir())
 	if err != nil {
 		return res, err
 	}
 	res.Installed = st.Version
 	res.Remote, err = a.remoteVersion(ctx)
-	a.count(&res)
 	if err != nil {
 		return res, err
 	}
@@ -133,8 +139,33 @@ func (a *Agent) Check(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-func (a *Agent) count(res *Result) {
-	res.Requests, res.Bytes = a.c.requests.Load(), a.c.bytes.Load()
+// record keeps the outcome of a check for `status`; failing to is only
+// worth a debug line (a CLI run without /run/ota-agent, for one).
+func (a *Agent) record(res Result, err error) {
+	if a.rundir == "" || errors.Is(err, context.Canceled) {
+		return
+	}
+	st := store.Status{At: time.Now().UTC(), Remote: res.Remote}
+	switch {
+	case errors.Is(err, ErrUnreachable):
+		st.Outcome, st.Error = store.OutcomeUnreachable, err.Error()
+	case err != nil:
+		st.Outcome, st.Error = store.OutcomeFailed, err.Error()
+	case res.Updated:
+		st.Outcome = store.OutcomeUpdated
+	case res.Available:
+		st.Outcome = store.OutcomeAvailable
+	default:
+		st.Outcome = store.OutcomeUpToDate
+	}
+	if werr := store.WriteStatus(a.rundir, a.app.Name, st); werr != nil {
+		a.log.Debug().Err(werr).Msg("last check not recorded")
+	}
+}
+
+// count fills in the requests and body bytes of this run alone.
+func (a *Agent) count(res *Result, r0, b0 int64) {
+	res.Requests, res.Bytes = a.c.requests.Load()-r0, a.c.bytes.Load()-b0
 }
 
 // Recover finishes or undoes a switch that a crash interrupted.
@@ -157,7 +188,8 @@ func (a *Agent) Recover(ctx context.Context) error {
 // When up to date it costs one request.
 func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	res = Result{App: a.app.Name}
-	defer a.count(&res)
+	r0, b0 := a.c.requests.Load(), a.c.bytes.Load()
+	defer func() { a.count(&res, r0, b0); a.record(res, err) }()
 	s, err := a.open()
 	if err != nil {
 		return res, err

@@ -23,6 +23,7 @@ type command struct {
 
 var commands = map[string]command{
 	"version": {cmdVersion, "print the agent's version"},
+	"serve":   {cmdServe, "serve a release directory over HTTP(S)"},
 }
 
 const usageHead = `usage: ota-agent COMMAND [flags] [APP...]
