@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+
+	"github.com/ota-agent/ota-agent/wire"
+)
+
+// ApplyDefaults fills every unset field with its default. UseVersionPrefix
+// is left alone: its default (true) cannot be told from an unset bool, so
+// the loaders set it. Paths are cleaned, since a trailing slash on AppDir
+// would make a symlink switch follow the link instead of replacing it.
+func (a *App) ApplyDefaults() {
+	if a.Name == "" {
+		a.Name = a.Project
+	}
+	if a.Install == "" {
+		a.Install = InstallInPlace
+	}
+	if a.Reset == "" {
+		a.Reset = ResetNone
+		if a.Unit != "" {
+			a.Reset = ResetSoft
+		}
+	}
+	if a.SystemdBus == "" {
+		a.SystemdBus = "system"
+	}
+	if a.HardReset == "" {
+		a.HardReset = "reboot"
+	}
+	if a.Timeout == 0 {
+		a.Timeout = DefaultTimeout
+	}
+	if a.MaxFileSize == 0 {
+		a.MaxFileSize = DefaultMaxFileSize
+	}
+	if a.KeepReleases == 0 {
+		a.KeepReleases = DefaultKeepReleases
+	}
+	if a.StateRoot == "" {
+		a.StateRoot = DefaultStateRoot
+	}
+	if a.AppDir != "" {
+		a.AppDir = filepath.Clean(a.AppDir)
+	}
+	a.StateRoot = filepath.Clean(a.StateRoot)
+}
+
+// unitSuffixes are the unit types systemd accepts over D-Bus, which (unlike
+// systemctl) does not append ".service" to a bare name.
+var unitSuffixes = []string{".service", ".socket", ".target", ".mount", ".automount", ".swap",
+	".timer", ".path", ".slice", ".scope", ".device"}
+
+// Validate checks one app after ApplyDefaults. Every problem is reported as
+// a *ConfigError whose Key is the config file's key ("app_dir", "files");
+// the first one found is returned. Validate reads no files and never puts the
+// password into a message.
+func (a *App) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return &ConfigError{App: a.Name, Key: key, Msg: fmt.Sprintf(format, args...)}
+	}
+	if a.Project == "" {
+		return bad("project", "missing: the directory of the app on the server")
+	}
+	if err := wire.CheckTag(a.Name); err != nil {
+		// The name is unsafe, so it is not repeated as the error's App.
+		detail := strings.TrimPrefix(err.Error(), wire.ErrBadTag.Error()+": ")
+		return &ConfigError{Key: "name", Msg: fmt.Sprintf(
+			"not a safe name: %s (it names the state directory: [A-Za-z0-9][A-Za-z0-9._+-]*, at most %d bytes; the default is project)",
+			detail, wire.MaxTagLen)}
+	}
+	if a.Host == "" {
+		return bad("host", "missing: the server's http:// or https:// URL")
+	}
+	u, err := url.Parse(a.Host)
+	if err != nil {
+		// Only the inner error: the URL itself may hold credentials.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return bad("host", "not a URL: %v", err)
+	}
+	if u.User != nil {
+		return bad("host", "has credentials in the URL; use user and password instead")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return bad("host", "%q is not an http:// or https:// URL", wire.Quote(a.Host))
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
+		return bad("host", "%q has a query or fragment; give the base URL only", wire.Quote(a.Host))
+	}
+	if a.AppDir == "" {
+		return bad("app_dir", "missing: the directory the app's files live in")
+	}
+	appDir := filepath.Clean(a.AppDir)
+	if !filepath.IsAbs(appDir) {
+		return bad("app_dir", "%q is not an absolute path", a.AppDir)
+	}
+	if appDir == "/" {
+		return bad("app_dir", "must not be /")
+	}
+	if a.StateRoot == "" || !filepath.IsAbs(filepath.Clean(a.StateRoot)) {
+		return bad("state_dir", "%q is not an absolute path", a.StateRoot)
+	}
+	if err := checkFiles(a.Files); err != nil {
+		return bad("files", "%v", err)
+	}
+	switch a.Install {
+	case InstallInPlace, InstallSymlink:
+	default:
+		return bad("install", "%q is not %q or %q", a.Install, InstallInPlace, InstallSymlink)
+	}
+	switch a.Reset {
+	case ResetNone, ResetHard:
+	case ResetSoft:
+		if a.Unit == "" {
+			return bad("reset", "%q needs unit, the app's systemd unit to stop and start", ResetSoft)
+		}
+	default:
+		return bad("reset", "%q is not %q, %q or %q", a.Reset, ResetNone, ResetSoft, ResetHard)
+	}
+	if a.Unit != "" {
+		if err := checkUnit(a.Unit); err != nil {
+			return bad("unit", "%v", err)
+		}
+	}
+	if a.SystemdBus != "system" && a.SystemdBus != "user" {
+		return bad("systemd_bus", "%q is not \"system\" or \"user\"", a.SystemdBus)
+	}
+	if a.HardReset != "reboot" && a.HardReset != "watchdog" {
+		return bad("hard_reset", "%q is not \"reboot\" or \"watchdog\"", a.HardReset)
+	}
+	if a.Timeout <= 0 {
+		return bad("timeout", "%v is not positive", a.Timeout)
+	}
+	if a.MaxFileSize <= 0 {
+		return bad("max_file_size", "%d is not positive", a.MaxFileSize)
+	}
+	if a.KeepReleases < 1 {
+		return bad("keep_releases", "%d is less than 1", a.KeepReleases)
+	}
+	if a.Interval < 0 {
+		return bad("interval", "%v is negative", a.Interval)
+	}
+	switch {
+	case a.User != "" && a.Password == "":
+		return bad("user", "user is set but no password (password, password_file or $CREDENTIALS_DIRECTORY/%s.password)", a.Name)
+	case a.User == "" && a.Password != "":
+		return bad("password", "password is set but no user")
+	case a.User != "" && u.Scheme == "http" && !a.AllowInsecureAuth:
+		return bad("host", "Basic auth over plain http sends the password in clear; use https or set allow_insecure_auth = true")
+	}
+	return nil
+}
+
+// checkFiles refuses unsafe paths, duplicates, and a path that is both a file
+// and the directory of another ("lib" and "lib/util.py").
+func checkFiles(files []string) error {
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		if err := wire.CheckPath(f); err != nil {
+			return err
+		}
+		if seen[f] {
+			return fmt.Errorf("%q is listed twice", f)
+		}
+		seen[f] = true
+	}
+	for _, f := range files {
+		for dir := f; ; {
+			i := strings.LastIndexByte(dir, '/')
+			if i < 0 {
+				break
+			}
+			dir = dir[:i]
+			if seen[dir] {
+				return fmt.Errorf("%q is a file, but %q needs it as a directory", dir, f)
+			}
+		}
+	}
+	return nil
+}
+
+func checkUnit(unit string) error {
+	if strings.ContainsAny(unit, "/\\") || strings.ContainsFunc(unit, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("%q is not a unit name", wire.Quote(unit))
+	}
+	for _, s := range unitSuffixes {
+		if strings.HasSuffix(unit, s) && len(unit) > len(s) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q has no unit type; did you mean %q?", wire.Quote(unit), unit+".service")
+}
+
+// ValidateApps validates every app, then what the apps must not share: a
+// name, or any overlap between their app_dirs and state directories (one
+// app's files inside another's, or an app's state inside its own app_dir,
+// where an update or a symlink switch would clobber it). The later app of a
+// clashing pair is the one reported.
+func ValidateApps(apps []App) error {
+	type dir struct {
+		app  int
+		key  string // "app_dir" or "state_dir"
+		path string
+	}
+	var dirs []dir
+	names := make(map[string]bool, len(apps))
+	for i := range apps {
+		a := &apps[i]
+		if err := a.Validate(); err != nil {
+			return err
+		}
+		if names[a.Name] {
+			return &ConfigError{App: a.Name, Key: "name", Msg: fmt.Sprintf("two apps are named %q", a.Name)}
+		}
+		names[a.Name] = true
+		dirs = append(dirs,
+			dir{i, "app_dir", filepath.Clean(a.AppDir)},
+			dir{i, "state_dir", filepath.Clean(a.StateDir())})
+	}
+	for j, d := range dirs {
+		for _, e := range dirs[:j] {
+			var rel string
+			switch {
+			case d.path == e.path:
+				rel = "is also"
+			case within(d.path, e.path):
+				rel = "lies inside"
+			case within(e.path, d.path):
+				rel = "contains"
+			default:
+				continue
+			}
+			what := "the app_dir"
+			if e.key == "state_dir" {
+				what = "the state directory"
+			}
+			if e.app == d.app {
+				what += " of this app"
+			} else {
+				what += fmt.Sprintf(" of app %q", apps[e.app].Name)
+			}
+			if d.path != e.path {
+				what += " " + e.path
+			}
+			return &ConfigError{App: apps[d.app].Name, Key: d.key, Msg: fmt.Sprintf("%s %s %s", d.path, rel, what)}
+		}
+	}
+	return nil
+}
+
+// within reports whether path is dir or lies below it. Both are clean.
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
