@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -125,6 +126,10 @@ func (c *client) get(ctx context.Context, url string) (*response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		cancel(nil)
+		var uerr *neturl.Error // its text would repeat the URL
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
 		return nil, classify(fmt.Errorf("GET %s: %w", url, err))
 	}
 	if resp.StatusCode != http.StatusOK {

@@ -66,6 +66,11 @@ func (s *Store) Install(st *Stage) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
+	// A first install that replaced nothing has nothing to roll back to.
+	if s.mode == InPlace && os.Remove(filepath.Join(s.releasesDir(), j.Backup)) == nil &&
+		len(j.State.Releases) > 0 && j.State.Releases[0] == j.Backup {
+		j.State.Releases = j.State.Releases[1:]
+	}
 	if err := s.finish(&j); err != nil {
 		return State{}, err
 	}
@@ -163,9 +168,10 @@ func (s *Store) Recover() error {
 	return s.recoverInPlace(j)
 }
 
-// Pending reports the switch an unfinished journal records ("" when none).
-func (s *Store) Pending() (from, to string, err error) {
-	j, err := s.readJournal()
+// PendingSwitch reports the switch an unfinished journal in the state dir
+// records ("", "" when none): it is finished by the next Recover.
+func PendingSwitch(stateDir string) (from, to string, err error) {
+	j, err := (&Store{dir: stateDir}).readJournal()
 	if err != nil || j == nil {
 		return "", "", err
 	}

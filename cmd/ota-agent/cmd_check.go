@@ -31,7 +31,7 @@ func cmdCheck(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	return forEachApp(ctx, apps, log, func(ctx context.Context, app agent.App) error {
-		a, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent()})
+		a, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: c.runtimeDir})
 		if err != nil {
 			return err
 		}

@@ -36,7 +36,7 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	}
 	var reboot []string
 	err = forEachApp(ctx, apps, log, func(ctx context.Context, app agent.App) error {
-		res, err := updateApp(ctx, app, log, wait.d)
+		res, err := updateApp(ctx, app, log, wait.d, c.runtimeDir)
 		if res.NeedsReboot {
 			reboot = append(reboot, app.Name)
 		}
@@ -52,8 +52,8 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	return err
 }
 
-func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration) (agent.Result, error) {
-	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), UserAgent: userAgent(), LockWait: wait})
+func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir string) (agent.Result, error) {
+	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), UserAgent: userAgent(), LockWait: wait, RuntimeDir: runtimeDir})
 	if err != nil {
 		return agent.Result{App: app.Name}, err
 	}

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // usageErrorf is a command-line mistake (exit 2).
@@ -14,14 +16,16 @@ func usageErrorf(format string, a ...any) error {
 
 // commonFlags are the flags of every command that acts on apps.
 type commonFlags struct {
-	config   string
-	logLevel string
-	app      appFlags
+	config     string
+	logLevel   string
+	runtimeDir string
+	app        appFlags
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.config, "config", defaultConfigPath, "configuration file")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&c.runtimeDir, "runtime-dir", store.DefaultRuntimeDir, "where the last check of each app is kept (volatile)")
 	c.app.register(fs)
 }
 
