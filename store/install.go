@@ -436,8 +436,13 @@ func (s *Store) installSymlink(j *journal, cur State) error {
 	if err := os.RemoveAll(rel); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(filepath.Join(s.releasesDir(), j.Backup)); err != nil {
-		return err
+	// releases/<backup> receives a real app dir that the switch displaces.
+	// When app_dir is already a symlink nothing is displaced, and
+	// releases/<backup> is the live release: it must stay.
+	if fi, err := os.Lstat(s.appDir); err == nil && fi.IsDir() {
+		if err := os.RemoveAll(filepath.Join(s.releasesDir(), j.Backup)); err != nil {
+			return err
+		}
 	}
 	if err := syncDir(s.releasesDir()); err != nil {
 		return err
