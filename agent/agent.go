@@ -36,6 +36,9 @@ type Options struct {
 	Reset     Resetter      // nil: switch only
 	UserAgent string        // default "ota-agent"
 	LockWait  time.Duration // how long Update waits for another holder of the app's lock
+	// Progress, if set, is called whenever response bytes arrive: the
+	// daemon's watchdog pings only while a transfer makes progress.
+	Progress func()
 	// RuntimeDir, if set, receives each check's outcome (store.WriteStatus):
 	// volatile, so routine checks never write to the SD card.
 	RuntimeDir string
@@ -50,6 +53,11 @@ type Agent struct {
 	log    zerolog.Logger
 	wait   time.Duration
 	rundir string
+	// last is the version the server last sent in full, with its validators.
+	last struct {
+		tag string
+		validators
+	}
 }
 
 // Result is what Check or Update found and did.
@@ -73,6 +81,7 @@ func New(app App, o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.progress = o.Progress
 	a := &Agent{
 		app:    app,
 		layout: wire.Layout{Host: app.Host, Project: app.Project, Prefix: app.UseVersionPrefix},
@@ -94,9 +103,18 @@ func (a *Agent) open() (*store.Store, error) {
 
 // remoteVersion fetches and validates the published version tag: the whole
 // body of <project>/version, whitespace-trimmed, from a 200 answer only.
+// Within one Agent the request is conditional once the server gave
+// validators, so an unchanged version costs a 304 and no body.
 func (a *Agent) remoteVersion(ctx context.Context) (string, error) {
 	url := a.layout.VersionURL()
-	resp, err := a.c.get(ctx, url)
+	var v *validators
+	if a.last.tag != "" {
+		v = &a.last.validators
+	}
+	resp, err := a.c.get(ctx, url, v)
+	if errors.Is(err, errNotModified) {
+		return a.last.tag, nil
+	}
 	if err != nil {
 		return "", err
 	}
@@ -115,6 +133,8 @@ func (a *Agent) remoteVersion(ctx context.Context) (string, error) {
 	if err := wire.CheckTag(tag); err != nil {
 		return "", fmt.Errorf("GET %s: %w", url, err)
 	}
+	a.last.tag = tag
+	a.last.validators = validators{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}
 	return tag, nil
 }
 
@@ -248,7 +268,7 @@ func (a *Agent) download(ctx context.Context, stage *store.Stage, tag, file stri
 		return nil
 	}
 	url := a.layout.FileURL(tag, file)
-	resp, err := a.c.get(ctx, url)
+	resp, err := a.c.get(ctx, url, nil)
 	if err != nil {
 		return err
 	}

@@ -566,3 +566,5 @@ func TestResetAroundSwitch(t *testing.T) {
 		t.Errorf("reset calls at boot = %v, want only the stop probe", boot.calls)
 	}
 }
+
+func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }

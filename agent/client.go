@@ -11,6 +11,8 @@ import (
 	"net/http"
 	neturl "net/url"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -24,6 +26,8 @@ var errStalled = errors.New("no data")
 type StatusError struct {
 	URL  string
 	Code int
+	// RetryAfter is the server's Retry-After on a 429 or 503 (0 if none).
+	RetryAfter time.Duration
 }
 
 func (e *StatusError) Error() string {
@@ -53,6 +57,7 @@ type client struct {
 	userAgent string
 	requests  atomic.Int64
 	bytes     atomic.Int64
+	progress  func() // called whenever bytes arrive (watchdog pings)
 }
 
 func newClient(app *App, userAgent string) (*client, error) {
@@ -109,9 +114,19 @@ type response struct {
 	c      *client
 }
 
-// get fetches url and returns its 200 response. Any other status is a
+// validators are what a server said of a response, so the next request
+// for it can be conditional: an unchanged `version` then costs one 304.
+type validators struct {
+	ETag, LastModified string
+}
+
+// errNotModified is get's answer to a conditional request that got a 304.
+var errNotModified = errors.New("not modified")
+
+// get fetches url and returns its 200 response. With validators it asks
+// conditionally and returns errNotModified on a 304. Any other status is a
 // *StatusError; a failure to reach the server wraps ErrUnreachable.
-func (c *client) get(ctx context.Context, url string) (*response, error) {
+func (c *client) get(ctx context.Context, url string, v *validators) (*response, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -119,6 +134,12 @@ func (c *client) get(ctx context.Context, url string) (*response, error) {
 		return nil, err
 	}
 	req.Header.Set("User-Agent", c.userAgent)
+	if v != nil && v.ETag != "" {
+		req.Header.Set("If-None-Match", v.ETag)
+	}
+	if v != nil && v.LastModified != "" {
+		req.Header.Set("If-Modified-Since", v.LastModified)
+	}
 	if c.user != "" {
 		req.SetBasicAuth(c.user, c.password)
 	}
@@ -136,11 +157,17 @@ func (c *client) get(ctx context.Context, url string) (*response, error) {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
 		resp.Body.Close()
 		cancel(nil)
-		serr := &StatusError{URL: url, Code: resp.StatusCode}
+		if resp.StatusCode == http.StatusNotModified && v != nil {
+			return nil, errNotModified
+		}
+		serr := &StatusError{URL: url, Code: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		if serr.temporary() {
 			return nil, fmt.Errorf("%w: %w", ErrUnreachable, serr)
 		}
 		return nil, serr
+	}
+	if c.progress != nil {
+		c.progress()
 	}
 	r := &response{Response: resp, cancel: cancel, c: c}
 	r.timer = time.AfterFunc(c.timeout, func() { cancel(fmt.Errorf("%w for %v", errStalled, c.timeout)) })
@@ -153,6 +180,9 @@ func (r *response) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.timer.Reset(r.c.timeout)
 		r.c.bytes.Add(int64(n))
+		if r.c.progress != nil {
+			r.c.progress()
+		}
 	}
 	if err != nil && err != io.EOF {
 		if cause := context.Cause(r.Request.Context()); errors.Is(cause, errStalled) {
@@ -190,4 +220,21 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	return err
+}
+
+// maxRetryAfter bounds how long a server can silence the agent.
+const maxRetryAfter = 24 * time.Hour
+
+// retryAfter parses Retry-After, in seconds or as an HTTP date.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
