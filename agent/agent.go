@@ -36,13 +36,25 @@ type Options struct {
 	Reset     Resetter      // nil: switch only
 	UserAgent string        // default "ota-agent"
 	LockWait  time.Duration // how long Update waits for another holder of the app's lock
-	// Progress, if set, is called whenever response bytes arrive: the
-	// daemon's watchdog pings only while a transfer makes progress.
-	Progress func()
+	// Heartbeat, if set, is called as a check moves through its phases and
+	// whenever response bytes arrive (PhaseTransfer): the daemon's watchdog
+	// pings only while every check is idle or visibly moving.
+	Heartbeat func(Phase)
 	// RuntimeDir, if set, receives each check's outcome (store.WriteStatus):
 	// volatile, so routine checks never write to the SD card.
 	RuntimeDir string
 }
+
+// Phase is where a check is, for Heartbeat.
+type Phase int
+
+// Phases of a check, in order.
+const (
+	PhaseCheck    Phase = iota // talking to the server; bounded by the app's timeout
+	PhaseTransfer              // bytes arrived
+	PhaseSwitch                // stop, switch, start; bounded by switchTimeout
+	PhaseIdle                  // the check is over
+)
 
 // Agent updates one app.
 type Agent struct {
@@ -53,6 +65,7 @@ type Agent struct {
 	log    zerolog.Logger
 	wait   time.Duration
 	rundir string
+	beat   func(Phase)
 	// last is the version the server last sent in full, with its validators.
 	last struct {
 		tag string
@@ -81,7 +94,10 @@ func New(app App, o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.progress = o.Progress
+	if o.Heartbeat == nil {
+		o.Heartbeat = func(Phase) {}
+	}
+	c.progress = func() { o.Heartbeat(PhaseTransfer) }
 	a := &Agent{
 		app:    app,
 		layout: wire.Layout{Host: app.Host, Project: app.Project, Prefix: app.UseVersionPrefix},
@@ -90,6 +106,7 @@ func New(app App, o Options) (*Agent, error) {
 		log:    o.Log.With().Str("app", app.Name).Logger(),
 		wait:   o.LockWait,
 		rundir: o.RuntimeDir,
+		beat:   o.Heartbeat,
 	}
 	return a, nil
 }
@@ -286,8 +303,9 @@ func (a *Agent) download(ctx context.Context, stage *store.Stage, tag, file stri
 // switchTo stops the app (if it runs), switches, and starts it again, so no
 // running process ever sees a mix of two releases.
 func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage) error {
+	a.beat(PhaseSwitch)
 	// A signal must not leave the app stopped between Stop and Start.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), switchTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), SwitchTimeout)
 	defer cancel()
 	wasActive := false
 	if a.reset != nil {
@@ -306,8 +324,8 @@ func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage
 	return err
 }
 
-// switchTimeout bounds stop, switch and start once a download is complete.
-const switchTimeout = 3 * time.Minute
+// SwitchTimeout bounds stop, switch and start once a download is complete.
+const SwitchTimeout = 3 * time.Minute
 
 func orNone(v string) string {
 	if v == "" {

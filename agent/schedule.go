@@ -112,7 +112,10 @@ func (a *Agent) Run(ctx context.Context, sched Schedule, clk Clock, report func(
 			return nil
 		case <-clk.After(wait):
 		}
+		a.beat(PhaseCheck)
+		wedgePoint()
 		res, err := a.Update(ctx)
+		a.beat(PhaseIdle)
 		if ctx.Err() != nil {
 			return nil
 		}

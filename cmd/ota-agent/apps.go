@@ -8,10 +8,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// loadApps returns the apps to act on: from flags alone when any app flag
-// was given (the single-app case), else from the config file, narrowed to
-// the names given as arguments.
-func loadApps(c *commonFlags, names []string) ([]agent.App, error) {
+// loadApps returns the configuration with the apps to act on: from flags
+// alone when any app flag was given (the single-app case), else from the
+// config file, narrowed to the names given as arguments. --runtime-dir
+// overrides the file's runtime_dir.
+func loadApps(c *commonFlags, names []string) (*Config, error) {
+	cfg := defaultConfig()
 	if c.app.any() {
 		if len(names) > 0 {
 			return nil, usageErrorf("app names (%v) and app flags exclude each other", names)
@@ -20,13 +22,20 @@ func loadApps(c *commonFlags, names []string) ([]agent.App, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []agent.App{a}, nil
+		cfg.Apps = []agent.App{a}
+	} else {
+		var err error
+		if cfg, err = loadConfig(c.config); err != nil {
+			return nil, err
+		}
+		if cfg.Apps, err = selectApps(cfg, names); err != nil {
+			return nil, err
+		}
 	}
-	cfg, err := loadConfig(c.config)
-	if err != nil {
-		return nil, err
+	if c.runtimeDir != "" {
+		cfg.RuntimeDir = c.runtimeDir
 	}
-	return selectApps(cfg, names)
+	return cfg, nil
 }
 
 // forEachApp runs fn for every app, one after another; one app's failure

@@ -26,12 +26,12 @@ func cmdCheck(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	apps, err := loadApps(&c, fs.Args())
+	cfg, err := loadApps(&c, fs.Args())
 	if err != nil {
 		return err
 	}
-	return forEachApp(ctx, apps, log, func(ctx context.Context, app agent.App) error {
-		a, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: c.runtimeDir})
+	return forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
+		a, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: cfg.RuntimeDir})
 		if err != nil {
 			return err
 		}

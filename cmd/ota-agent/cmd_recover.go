@@ -24,11 +24,11 @@ func cmdRecover(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	apps, err := loadApps(&c, fs.Args())
+	cfg, err := loadApps(&c, fs.Args())
 	if err != nil {
 		return err
 	}
-	return forEachApp(ctx, apps, log, func(ctx context.Context, app agent.App) error {
+	return forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
 		a, err := agent.New(app, agent.Options{Log: log, LockWait: wait.d})
 		if err != nil {
 			return err

@@ -44,13 +44,13 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 	if err := parse(fs, g, args); err != nil {
 		return err
 	}
-	apps, err := loadApps(&c, fs.Args())
+	cfg, err := loadApps(&c, fs.Args())
 	if err != nil {
 		return err
 	}
 	var out []appStatus
-	for _, app := range apps {
-		s, err := statusOf(app, c.runtimeDir)
+	for _, app := range cfg.Apps {
+		s, err := statusOf(app, cfg.RuntimeDir)
 		if err != nil {
 			return fmt.Errorf("app %s: %w", app.Name, err)
 		}

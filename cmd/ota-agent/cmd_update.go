@@ -23,6 +23,7 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	var wait waitFlag
 	c.register(fs)
 	fs.Var(&wait, "wait", "wait for another update of the same app to finish (--wait, or --wait=DURATION) instead of failing")
+	boot := fs.Bool("boot", false, "at boot: give up after boot_deadline (exit 75) so an unreachable server never holds the app back")
 	if err := parse(fs, g, args); err != nil {
 		return err
 	}
@@ -30,13 +31,18 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	apps, err := loadApps(&c, fs.Args())
+	cfg, err := loadApps(&c, fs.Args())
 	if err != nil {
 		return err
 	}
+	if *boot {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.BootDeadline)
+		defer cancel()
+	}
 	var reboot []string
-	err = forEachApp(ctx, apps, log, func(ctx context.Context, app agent.App) error {
-		res, err := updateApp(ctx, app, log, wait.d, c.runtimeDir)
+	err = forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
+		res, err := updateApp(ctx, app, log, wait.d, cfg.RuntimeDir)
 		if res.NeedsReboot {
 			reboot = append(reboot, app.Name)
 		}
@@ -44,7 +50,7 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	})
 	if len(reboot) > 0 {
 		// Every app is switched before the one reboot they share.
-		if rerr := hardReset(ctx, apps, reboot, log); rerr != nil {
+		if rerr := hardReset(ctx, cfg.Apps, reboot, log); rerr != nil {
 			log.Error().Err(rerr).Msg("hard reset failed")
 			return exitCodeError{worst(codeOf(err), ExitFailed)}
 		}

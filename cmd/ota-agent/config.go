@@ -18,6 +18,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/ota-agent/ota-agent/agent"
+	"github.com/ota-agent/ota-agent/store"
 	"github.com/ota-agent/ota-agent/wire"
 )
 
@@ -27,6 +28,7 @@ type Config struct {
 	StateRoot    string        // global state_dir, default agent.DefaultStateRoot
 	Interval     time.Duration // global interval, default 15m
 	BootDeadline time.Duration // global boot_deadline, default 2m
+	RuntimeDir   string        // global runtime_dir, default store.DefaultRuntimeDir
 	Apps         []agent.App
 }
 
@@ -43,6 +45,7 @@ type fileConfig struct {
 	StateDir     string    `toml:"state_dir"`
 	Interval     string    `toml:"interval"`
 	BootDeadline string    `toml:"boot_deadline"`
+	RuntimeDir   string    `toml:"runtime_dir"`
 	App          []fileApp `toml:"app"`
 }
 
@@ -71,11 +74,17 @@ type fileApp struct {
 }
 
 var (
-	globalKeys = []string{"state_dir", "interval", "boot_deadline"}
+	globalKeys = []string{"state_dir", "interval", "boot_deadline", "runtime_dir"}
 	appKeys    = []string{"name", "host", "project", "files", "use_version_prefix", "app_dir", "state_dir",
 		"install", "reset", "unit", "systemd_bus", "hard_reset", "timeout", "user", "password",
 		"password_file", "ca_file", "allow_insecure_auth", "max_file_size", "keep_releases", "interval"}
 )
+
+// defaultConfig is the configuration before the file or flags say more.
+func defaultConfig() *Config {
+	return &Config{StateRoot: agent.DefaultStateRoot, Interval: defaultInterval, BootDeadline: defaultBootDeadline,
+		RuntimeDir: store.DefaultRuntimeDir}
+}
 
 // loadConfig reads, checks and completes the configuration at path. Every
 // error is a *agent.ConfigError naming the app, key and line where known.
@@ -98,7 +107,7 @@ func loadConfig(path string) (*Config, error) {
 	}
 	pos := scanPositions(data)
 
-	cfg := &Config{StateRoot: agent.DefaultStateRoot, Interval: defaultInterval, BootDeadline: defaultBootDeadline}
+	cfg := defaultConfig()
 	global := func(key, format string, args ...any) error {
 		return &agent.ConfigError{Key: key, Line: pos.lines[key], Msg: fmt.Sprintf(format, args...)}
 	}
@@ -106,6 +115,12 @@ func loadConfig(path string) (*Config, error) {
 		cfg.StateRoot = filepath.Clean(fc.StateDir)
 		if !filepath.IsAbs(cfg.StateRoot) {
 			return nil, global("state_dir", "%q is not an absolute path", fc.StateDir)
+		}
+	}
+	if fc.RuntimeDir != "" {
+		cfg.RuntimeDir = filepath.Clean(fc.RuntimeDir)
+		if !filepath.IsAbs(cfg.RuntimeDir) {
+			return nil, global("runtime_dir", "%q is not an absolute path", fc.RuntimeDir)
 		}
 	}
 	if fc.Interval != "" {

@@ -25,7 +25,7 @@ type commonFlags struct {
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.config, "config", defaultConfigPath, "configuration file")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
-	fs.StringVar(&c.runtimeDir, "runtime-dir", store.DefaultRuntimeDir, "where the last check of each app is kept (volatile)")
+	fs.StringVar(&c.runtimeDir, "runtime-dir", "", "where the last check of each app is kept, volatile (default runtime_dir, else "+store.DefaultRuntimeDir+")")
 	c.app.register(fs)
 }
 
