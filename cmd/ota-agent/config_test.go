@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ota-agent/ota-agent/agent"
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // writeConfig writes lines as config.toml in a temp dir: line n of the file
@@ -305,7 +306,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatalf("loadConfig(...) = %v, want nil", err)
 	}
 	want := &Config{
-		StateRoot: agent.DefaultStateRoot, Interval: 15 * time.Minute, BootDeadline: 2 * time.Minute,
+		StateRoot: agent.DefaultStateRoot, Interval: 15 * time.Minute, BootDeadline: 2 * time.Minute, RuntimeDir: store.DefaultRuntimeDir,
 		Apps: []agent.App{{
 			Name: "web", Host: "https://ota.example.com", Project: "web", Files: []string{"main.py", "lib/util.py"},
 			UseVersionPrefix: true, AppDir: "/opt/web", StateRoot: agent.DefaultStateRoot,
