@@ -214,3 +214,14 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo left %v behind", left)
 	}
 }
+
+// The example configuration shipped in packaging/ stays valid.
+func TestPackagedConfigParses(t *testing.T) {
+	cfg, err := loadConfig("../../packaging/config.toml")
+	if err != nil {
+		t.Fatalf("loadConfig(packaging/config.toml) = %v", err)
+	}
+	if len(cfg.Apps) != 1 || cfg.Apps[0].Reset != "soft" || cfg.Apps[0].Unit != "sample.service" {
+		t.Errorf("packaged config = %+v, want one app soft-reset through sample.service", cfg.Apps)
+	}
+}
