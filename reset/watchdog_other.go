@@ -1,0 +1,15 @@
+//go:build !linux
+
+package reset
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The watchdog ioctls are Linux's.
+func (w *Watchdog) fire(context.Context) (time.Duration, error) {
+	return 0, fmt.Errorf("watchdog %s: %w", w.device(), errors.ErrUnsupported)
+}
