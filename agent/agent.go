@@ -254,6 +254,17 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	if len(a.app.Files) == 0 {
 		return res, &ConfigError{App: a.app.Name, Key: "files", Msg: "no files listed: nothing to install"}
 	}
+	if a.app.Reset == ResetHard {
+		volatile, fsType, err := store.Volatile(a.app.StateDir())
+		if err != nil {
+			return res, err
+		}
+		if volatile {
+			return res, &ConfigError{App: a.app.Name, Key: "reset", Msg: fmt.Sprintf(
+				"hard reset refused: state dir %s is on %s, which does not survive a reboot, so every boot would reinstall and reboot again; put state_dir on persistent storage",
+				a.app.StateDir(), fsType)}
+		}
+	}
 	if c, ok := a.reset.(checker); ok {
 		if err := c.Check(ctx); err != nil {
 			return res, err

@@ -40,6 +40,7 @@ type App struct {
 	Unit              string        // systemd unit of the app, for soft resets
 	SystemdBus        string        // "system" (default) or "user"
 	HardReset         string        // "reboot" (default) or "watchdog"
+	WatchdogDevice    string        // for HardReset "watchdog"; default /dev/watchdog
 	Timeout           time.Duration // bounds each wait, not a whole transfer
 	User              string        // Basic auth user
 	Password          string        // Basic auth password (never logged)

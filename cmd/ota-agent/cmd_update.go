@@ -50,7 +50,7 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	})
 	if len(reboot) > 0 {
 		// Every app is switched before the one reboot they share.
-		if rerr := hardReset(ctx, cfg.Apps, reboot, log); rerr != nil {
+		if rerr := hardReset(ctx, cfg.Apps, reboot, cfg.RebootGrace, log); rerr != nil {
 			log.Error().Err(rerr).Msg("hard reset failed")
 			return exitCodeError{worst(codeOf(err), ExitFailed)}
 		}

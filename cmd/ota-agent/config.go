@@ -29,6 +29,7 @@ type Config struct {
 	Interval     time.Duration // global interval, default 15m
 	BootDeadline time.Duration // global boot_deadline, default 2m
 	RuntimeDir   string        // global runtime_dir, default store.DefaultRuntimeDir
+	RebootGrace  time.Duration // global reboot_grace, default 90s
 	Apps         []agent.App
 }
 
@@ -36,6 +37,7 @@ const (
 	defaultConfigPath   = "/etc/ota-agent/config.toml"
 	defaultInterval     = 15 * time.Minute
 	defaultBootDeadline = 2 * time.Minute
+	defaultRebootGrace  = 90 * time.Second
 )
 
 // fileConfig and fileApp are config.toml as written. Durations and sizes are
@@ -46,6 +48,7 @@ type fileConfig struct {
 	Interval     string    `toml:"interval"`
 	BootDeadline string    `toml:"boot_deadline"`
 	RuntimeDir   string    `toml:"runtime_dir"`
+	RebootGrace  string    `toml:"reboot_grace"`
 	App          []fileApp `toml:"app"`
 }
 
@@ -62,6 +65,7 @@ type fileApp struct {
 	Unit              string   `toml:"unit"`
 	SystemdBus        string   `toml:"systemd_bus"`
 	HardReset         string   `toml:"hard_reset"`
+	WatchdogDevice    string   `toml:"watchdog_device"`
 	Timeout           string   `toml:"timeout"`
 	User              string   `toml:"user"`
 	Password          string   `toml:"password"`
@@ -74,16 +78,16 @@ type fileApp struct {
 }
 
 var (
-	globalKeys = []string{"state_dir", "interval", "boot_deadline", "runtime_dir"}
+	globalKeys = []string{"state_dir", "interval", "boot_deadline", "runtime_dir", "reboot_grace"}
 	appKeys    = []string{"name", "host", "project", "files", "use_version_prefix", "app_dir", "state_dir",
-		"install", "reset", "unit", "systemd_bus", "hard_reset", "timeout", "user", "password",
+		"install", "reset", "unit", "systemd_bus", "hard_reset", "watchdog_device", "timeout", "user", "password",
 		"password_file", "ca_file", "allow_insecure_auth", "max_file_size", "keep_releases", "interval"}
 )
 
 // defaultConfig is the configuration before the file or flags say more.
 func defaultConfig() *Config {
 	return &Config{StateRoot: agent.DefaultStateRoot, Interval: defaultInterval, BootDeadline: defaultBootDeadline,
-		RuntimeDir: store.DefaultRuntimeDir}
+		RuntimeDir: store.DefaultRuntimeDir, RebootGrace: defaultRebootGrace}
 }
 
 // loadConfig reads, checks and completes the configuration at path. Every
@@ -126,6 +130,11 @@ func loadConfig(path string) (*Config, error) {
 	if fc.Interval != "" {
 		if cfg.Interval, err = parsePositiveDuration(fc.Interval); err != nil {
 			return nil, global("interval", "%v", err)
+		}
+	}
+	if fc.RebootGrace != "" {
+		if cfg.RebootGrace, err = parsePositiveDuration(fc.RebootGrace); err != nil {
+			return nil, global("reboot_grace", "%v", err)
 		}
 	}
 	if fc.BootDeadline != "" {
@@ -180,7 +189,7 @@ func (fa *fileApp) app(stateRoot, configDir string) (agent.App, error) {
 	a := agent.App{
 		Name: fa.Name, Host: fa.Host, Project: fa.Project, Files: fa.Files, UseVersionPrefix: true,
 		AppDir: fa.AppDir, StateRoot: stateRoot, Install: fa.Install, Reset: fa.Reset, Unit: fa.Unit,
-		SystemdBus: fa.SystemdBus, HardReset: fa.HardReset, User: fa.User, CAFile: fa.CAFile,
+		SystemdBus: fa.SystemdBus, HardReset: fa.HardReset, WatchdogDevice: fa.WatchdogDevice, User: fa.User, CAFile: fa.CAFile,
 		AllowInsecureAuth: fa.AllowInsecureAuth,
 	}
 	if fa.UseVersionPrefix != nil {
@@ -622,6 +631,7 @@ type appFlags struct {
 	noVersionPrefix                  bool
 	install, reset, unit, systemdBus string
 	hardReset, timeout, maxFileSize  string
+	watchdogDevice                   string
 	user, passwordFile, caFile       string
 	allowInsecureAuth                bool
 	keepReleases                     int
@@ -630,7 +640,7 @@ type appFlags struct {
 var appFlagNames = map[string]bool{
 	"name": true, "host": true, "project": true, "files": true, "app-dir": true, "state-dir": true,
 	"no-version-prefix": true, "install": true, "reset": true, "unit": true, "systemd-bus": true,
-	"hard-reset": true, "timeout": true, "user": true, "password-file": true, "ca-file": true,
+	"hard-reset": true, "watchdog-device": true, "timeout": true, "user": true, "password-file": true, "ca-file": true,
 	"allow-insecure-auth": true, "max-file-size": true, "keep-releases": true,
 }
 
@@ -649,6 +659,7 @@ func (f *appFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.unit, "unit", "", "the app's systemd unit, stopped and started around a switch")
 	fs.StringVar(&f.systemdBus, "systemd-bus", "", "system (default) or user")
 	fs.StringVar(&f.hardReset, "hard-reset", "", "reboot (default) or watchdog")
+	fs.StringVar(&f.watchdogDevice, "watchdog-device", "", "the hardware watchdog for --hard-reset watchdog (default /dev/watchdog)")
 	fs.StringVar(&f.timeout, "timeout", "", "bound on each network wait (default 5s)")
 	fs.StringVar(&f.user, "user", "", "Basic auth user")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the Basic auth password")
@@ -693,7 +704,7 @@ func (f *appFlags) app() (agent.App, error) {
 	a := agent.App{
 		Name: f.name, Host: f.host, Project: f.project, UseVersionPrefix: !f.noVersionPrefix,
 		AppDir: f.appDir, StateRoot: f.stateDir, Install: f.install, Reset: f.reset, Unit: f.unit,
-		SystemdBus: f.systemdBus, HardReset: f.hardReset, User: f.user, CAFile: f.caFile,
+		SystemdBus: f.systemdBus, HardReset: f.hardReset, WatchdogDevice: f.watchdogDevice, User: f.user, CAFile: f.caFile,
 		AllowInsecureAuth: f.allowInsecureAuth,
 	}
 	for _, file := range strings.Split(f.files, ",") {

@@ -306,7 +306,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatalf("loadConfig(...) = %v, want nil", err)
 	}
 	want := &Config{
-		StateRoot: agent.DefaultStateRoot, Interval: 15 * time.Minute, BootDeadline: 2 * time.Minute, RuntimeDir: store.DefaultRuntimeDir,
+		StateRoot: agent.DefaultStateRoot, Interval: 15 * time.Minute, BootDeadline: 2 * time.Minute, RuntimeDir: store.DefaultRuntimeDir, RebootGrace: 90 * time.Second,
 		Apps: []agent.App{{
 			Name: "web", Host: "https://ota.example.com", Project: "web", Files: []string{"main.py", "lib/util.py"},
 			UseVersionPrefix: true, AppDir: "/opt/web", StateRoot: agent.DefaultStateRoot,

@@ -12,9 +12,9 @@ import (
 	"testing"
 )
 
-// releaseServer serves project "p" with v1 and v2 of a.py and lib/b.py;
+// cliServer serves project "p" with v1 and v2 of a.py and lib/b.py;
 // fail maps a URL path to a status to answer instead.
-func releaseServer(t *testing.T, version string, fail map[string]int) *httptest.Server {
+func cliServer(t *testing.T, version string, fail map[string]int) *httptest.Server {
 	t.Helper()
 	files := map[string]string{
 		"/p/version": version + "\n",
@@ -96,12 +96,12 @@ func TestExitCodes(t *testing.T) {
 			dir := t.TempDir()
 			pw := filepath.Join(dir, "pw")
 			os.WriteFile(pw, []byte("secret\n"), 0o600)
-			srv := releaseServer(t, "v1", nil)
+			srv := cliServer(t, "v1", nil)
 			if code, _, errs := runCLI(t, append([]string{"update"}, appArgs(srv.URL, dir)...)...); code != 0 {
 				t.Fatalf("installing v1: exit %d: %s", code, errs)
 			}
 			before := readTree(filepath.Join(dir, "app"))
-			srv = releaseServer(t, tt.version, tt.fail)
+			srv = cliServer(t, tt.version, tt.fail)
 			host := srv.URL
 			if tt.host != "" {
 				host = tt.host
@@ -136,8 +136,8 @@ func TestExitCodes(t *testing.T) {
 // never stops the others.
 func TestSeveralAppsWorstCodeWins(t *testing.T) {
 	dir := t.TempDir()
-	good := releaseServer(t, "v2", nil)
-	broken := releaseServer(t, "v2", map[string]int{"/p/v2_a.py": 404})
+	good := cliServer(t, "v2", nil)
+	broken := cliServer(t, "v2", map[string]int{"/p/v2_a.py": 404})
 	down := "http://127.0.0.1:1"
 	cfg := fmt.Sprintf(`state_dir = %q
 [[app]]

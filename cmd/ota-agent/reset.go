@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/ota-agent/ota-agent/agent"
 	"github.com/ota-agent/ota-agent/reset"
@@ -24,33 +26,63 @@ func resetterFor(app agent.App, log zerolog.Logger) agent.Resetter {
 	return &reset.Unit{Name: app.Unit, Bus: reset.Bus(app.SystemdBus), Log: log.With().Str("app", app.Name).Logger()}
 }
 
-// hardReset restarts the board once for the apps that asked for it: with
-// the watchdog if the first of them says so and the device is free, else
-// through systemd's reboot.target.
-func hardReset(ctx context.Context, apps []agent.App, names []string, log zerolog.Logger) error {
+// What a hard reset does to the machine, behind hooks: tests replace them
+// so no test ever reboots or arms the watchdog of the machine it runs on.
+var (
+	rebootViaSystemd = reset.Reboot
+	fireWatchdog     = func(ctx context.Context, device string, log zerolog.Logger) (time.Duration, error) {
+		return (&reset.Watchdog{Device: device, Log: log}).Fire(ctx)
+	}
+	// rebootNow is the last resort when systemd did not reboot in time.
+	rebootNow = func() error {
+		unix.Sync()
+		return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	}
+	afterGrace = time.After
+)
+
+// hardReset restarts the board once for the apps that asked for it (names,
+// all switched by now): with the hardware watchdog if the first of them
+// asks for it and the device is free, else through systemd's reboot.target,
+// which stops every unit cleanly. If the board is still up after grace, it
+// falls back to the watchdog, then to reboot(2).
+func hardReset(ctx context.Context, apps []agent.App, names []string, grace time.Duration, log zerolog.Logger) error {
 	var first agent.App
 	for _, a := range apps {
 		if a.Name == names[0] {
 			first = a
 		}
 	}
+	device := first.WatchdogDevice
+	if device == "" {
+		device = reset.DefaultWatchdogDevice
+	}
 	log.Warn().Strs("apps", names).Str("how", first.HardReset).Msg("hard reset: restarting the board")
-	ctx = context.WithoutCancel(ctx)
+	ctx = context.WithoutCancel(ctx) // a SIGTERM now is the reboot itself
 	if first.HardReset == "watchdog" {
-		w := &reset.Watchdog{Device: reset.DefaultWatchdogDevice, Log: log}
-		got, err := w.Fire(ctx)
+		got, err := fireWatchdog(ctx, device, log)
 		if err == nil {
 			log.Warn().Dur("timeout", got).Msg("watchdog armed and no longer fed: the board resets when it expires")
 			return nil
 		}
-		if !errors.Is(err, reset.ErrWatchdogBusy) {
-			log.Error().Err(err).Msg("watchdog failed; rebooting through systemd instead")
+		if errors.Is(err, reset.ErrWatchdogBusy) {
+			log.Warn().Err(err).Msg("the watchdog is owned by another process (systemd's RuntimeWatchdogSec= or a watchdog daemon); rebooting through systemd instead")
 		} else {
-			log.Warn().Err(err).Msg("watchdog is owned by another process (systemd's RuntimeWatchdogSec= or a watchdog daemon); rebooting through systemd instead")
+			log.Error().Err(err).Msg("watchdog failed; rebooting through systemd instead")
 		}
 	}
-	if err := reset.Reboot(ctx, reset.Bus(first.SystemdBus)); err != nil {
-		return fmt.Errorf("reboot: %w", err)
+	if err := rebootViaSystemd(ctx, reset.Bus(first.SystemdBus)); err != nil {
+		log.Error().Err(err).Msg("reboot through systemd failed")
+	} else {
+		<-afterGrace(grace)
+		log.Error().Dur("grace", grace).Msg("still running after the reboot was queued")
+	}
+	if _, err := fireWatchdog(ctx, device, log); err == nil {
+		log.Warn().Msg("watchdog armed as a fallback")
+		<-afterGrace(grace)
+	}
+	if err := rebootNow(); err != nil {
+		return fmt.Errorf("reboot(2): %w", err)
 	}
 	return nil
 }
