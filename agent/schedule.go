@@ -94,6 +94,8 @@ type RunStatus struct {
 	NextCheck time.Time // when the app is checked next
 	Failures  int       // consecutive failed checks
 	Err       error     // the last check's error, nil if it succeeded
+	// NeedsReboot is set after a switch of an app with reset "hard".
+	NeedsReboot bool
 }
 
 // Run checks the app now and then (after sched.First, then sched.Next) and
@@ -131,7 +133,8 @@ func (a *Agent) Run(ctx context.Context, sched Schedule, clk Clock, report func(
 			failures = 0
 		}
 		wait = sched.Next(failures, retry)
-		st := RunStatus{App: a.app.Name, Installed: res.Installed, NextCheck: clk.Now().Add(wait), Failures: failures, Err: err}
+		st := RunStatus{App: a.app.Name, Installed: res.Installed, NextCheck: clk.Now().Add(wait), Failures: failures, Err: err,
+			NeedsReboot: res.NeedsReboot}
 		if res.Updated {
 			st.Installed = res.Remote
 		}

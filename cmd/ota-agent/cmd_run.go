@@ -134,7 +134,7 @@ func (d *daemonState) start(ctx context.Context, cfg *Config) <-chan struct{} {
 			interval = app.Interval
 		}
 		wg.Go(func() {
-			a.Run(ctx, agent.Schedule{Interval: interval}, nil, func(r agent.RunStatus) { d.report(st, r) })
+			a.Run(ctx, agent.Schedule{Interval: interval}, nil, func(r agent.RunStatus) { d.report(ctx, cfg, st, r) })
 		})
 	}
 	d.notifyStatus()
@@ -149,7 +149,12 @@ func (d *daemonState) beat(st *appState, p agent.Phase) {
 	d.mu.Unlock()
 }
 
-func (d *daemonState) report(st *appState, r agent.RunStatus) {
+func (d *daemonState) report(ctx context.Context, cfg *Config, st *appState, r agent.RunStatus) {
+	if r.NeedsReboot {
+		if err := hardReset(ctx, cfg.Apps, []string{r.App}, cfg.RebootGrace, d.log); err != nil {
+			d.log.Error().Err(err).Str("app", r.App).Msg("hard reset failed")
+		}
+	}
 	s := fmt.Sprintf("%s %s, next check %s", r.App, orNone(r.Installed), r.NextCheck.Local().Format("15:04"))
 	if r.Err != nil {
 		s = fmt.Sprintf("%s %s, check failed %d time(s), retry %s", r.App, orNone(r.Installed), r.Failures, r.NextCheck.Local().Format("15:04:05"))
