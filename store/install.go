@@ -46,11 +46,9 @@ func (s *Store) Install(st *Stage) (State, error) {
 	if err := s.Recover(); err != nil {
 		return State{}, err
 	}
+	// The index stays until the switch is done: should Recover roll it
+	// back, the files return to staging and are reused by the next run.
 	st.Close()
-	// The index names files that are about to move away; drop it first.
-	if err := os.Remove(filepath.Join(st.dir, indexName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return State{}, err
-	}
 	j := journal{Schema: SchemaVersion, Mode: s.mode, From: cur.Version, To: st.version}
 	j.Backup = cur.Version
 	if j.Backup == "" || j.Backup == st.version {
@@ -445,6 +443,11 @@ func (s *Store) installSymlink(j *journal, cur State) error {
 		}
 	}
 	if err := syncDir(s.releasesDir()); err != nil {
+		return err
+	}
+	// The index must not become part of the release the app sees. Losing
+	// it now only costs a re-download if the switch is undone.
+	if err := os.Remove(filepath.Join(s.stagingDir(), j.To, indexName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	// The whole tree moves with one rename; its files were fsynced in staging.
