@@ -115,7 +115,11 @@ func New(app App, o Options) (*Agent, error) {
 func (a *Agent) App() App { return a.app }
 
 func (a *Agent) open() (*store.Store, error) {
-	return store.Open(a.app.StateDir(), a.app.AppDir, store.Options{Mode: a.app.Install, KeepReleases: a.app.KeepReleases, Log: a.log})
+	s, err := store.Open(a.app.StateDir(), a.app.AppDir, store.Options{Mode: a.app.Install, KeepReleases: a.app.KeepReleases, Log: a.log})
+	if errors.Is(err, store.ErrCrossDevice) {
+		return nil, &ConfigError{App: a.app.Name, Key: "state_dir", Msg: err.Error()}
+	}
+	return s, err
 }
 
 // remoteVersion fetches and validates the published version tag: the whole

@@ -10,6 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ota-agent/ota-agent/internal/testenv"
 )
 
 // cliServer serves project "p" with v1 and v2 of a.py and lib/b.py;
@@ -223,5 +227,30 @@ func TestPackagedConfigParses(t *testing.T) {
 	}
 	if len(cfg.Apps) != 1 || cfg.Apps[0].Reset != "soft" || cfg.Apps[0].Unit != "sample.service" {
 		t.Errorf("packaged config = %+v, want one app soft-reset through sample.service", cfg.Apps)
+	}
+}
+
+// A state dir on another filesystem than the app dir could not switch with
+// one rename: refused (exit 2) with what to set, before any download.
+func TestStateDirOnAnotherFilesystem(t *testing.T) {
+	var shm, tmp unix.Statfs_t
+	dir := t.TempDir()
+	if unix.Statfs("/dev/shm", &shm) != nil || unix.Statfs(dir, &tmp) != nil || shm.Fsid == tmp.Fsid {
+		testenv.Require(t, "/dev/shm on another filesystem than the temp dir", false)
+	}
+	appDir, err := os.MkdirTemp("/dev/shm", "ota-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(appDir) })
+	srv := cliServer(t, "v2", nil)
+	args := append([]string{"update"}, appArgs(srv.URL, dir)...)
+	args = append(args, "--app-dir", appDir)
+	code, _, stderr := runCLI(t, args...)
+	if code != ExitUsage || !strings.Contains(stderr, "set state_dir") {
+		t.Fatalf("update across filesystems = exit %d, stderr %q; want 2 saying what to set", code, stderr)
+	}
+	if got := readTree(appDir); got != "" {
+		t.Errorf("app dir = %q, want nothing installed", got)
 	}
 }
