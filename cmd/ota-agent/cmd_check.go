@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 
 	"github.com/ota-agent/ota-agent/agent"
 )
@@ -12,30 +11,18 @@ func init() {
 }
 
 func cmdCheck(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.Usage = func() {
-		g.printf("usage: ota-agent check [flags] [APP...]\n\nAsks each app's server for its version; exits 100 when any app has an update.\n\n")
-		fs.PrintDefaults()
-	}
-	var c commonFlags
-	c.register(fs)
-	if err := parse(fs, g, args); err != nil {
-		return err
-	}
-	log, err := newLogger(g.stderr, c.logLevel)
+	a := newAppsCmd(g, "check", "Asks each app's server for its version; exits 100 when any app has an update. Never downloads, takes no lock.")
+	cfg, err := a.parse(g, args)
 	if err != nil {
 		return err
 	}
-	cfg, err := loadApps(&c, fs.Args())
-	if err != nil {
-		return err
-	}
+	log := a.log
 	return forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
-		a, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: cfg.RuntimeDir})
+		ag, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: cfg.RuntimeDir})
 		if err != nil {
 			return err
 		}
-		res, err := a.Check(ctx)
+		res, err := ag.Check(ctx)
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 
 	"github.com/ota-agent/ota-agent/agent"
 )
@@ -12,27 +11,19 @@ func init() {
 }
 
 func cmdRecover(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("recover", flag.ContinueOnError)
-	var c commonFlags
+	a := newAppsCmd(g, "recover", "Finishes or undoes a switch that a crash or power cut interrupted. Needs no network; run early at boot.")
 	var wait waitFlag
-	c.register(fs)
-	fs.Var(&wait, "wait", "wait for the app's lock (--wait, or --wait=DURATION) instead of failing")
-	if err := parse(fs, g, args); err != nil {
-		return err
-	}
-	log, err := newLogger(g.stderr, c.logLevel)
+	a.fs.Var(&wait, "wait", "wait for the app's lock (--wait, or --wait=DURATION) instead of failing")
+	cfg, err := a.parse(g, args)
 	if err != nil {
 		return err
 	}
-	cfg, err := loadApps(&c, fs.Args())
-	if err != nil {
-		return err
-	}
+	log := a.log
 	return forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
-		a, err := agent.New(app, agent.Options{Log: log, LockWait: wait.d})
+		ag, err := agent.New(app, agent.Options{Log: log, LockWait: wait.d})
 		if err != nil {
 			return err
 		}
-		return a.Recover(ctx)
+		return ag.Recover(ctx)
 	})
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -25,28 +24,19 @@ func init() {
 // cmdRun checks every app every interval until SIGTERM. SIGHUP reloads the
 // configuration; a bad new one is reported and the old one kept.
 func cmdRun(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	var c commonFlags
-	c.register(fs)
-	interval := fs.Duration("interval", 0, "check interval (default: the config's interval, else 15m)")
-	if err := parse(fs, g, args); err != nil {
-		return err
-	}
-	log, err := newLogger(g.stderr, c.logLevel)
-	if err != nil {
-		return err
-	}
-	load := func() (*Config, error) {
-		cfg, err := loadApps(&c, fs.Args())
+	a := newAppsCmd(g, "run", "The daemon: checks every app at intervals and updates it. SIGHUP rereads the configuration.")
+	interval := a.fs.Duration("interval", 0, "check interval (default: the config's interval, else 15m)")
+	withFlags := func(cfg *Config, err error) (*Config, error) {
 		if err == nil && *interval > 0 {
 			cfg.Interval = *interval
 		}
 		return cfg, err
 	}
-	cfg, err := load()
+	cfg, err := withFlags(a.parse(g, args))
 	if err != nil {
 		return err
 	}
+	log := a.log
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -69,7 +59,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 			<-done
 			return nil
 		case <-hup:
-			next, err := load()
+			next, err := withFlags(a.load())
 			if err != nil {
 				log.Error().Err(err).Msg("reload failed: keeping the configuration in use")
 				goto wait

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -37,14 +36,9 @@ type pendingJSON struct {
 }
 
 func cmdStatus(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	var c commonFlags
-	c.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON (shape in the README)")
-	if err := parse(fs, g, args); err != nil {
-		return err
-	}
-	cfg, err := loadApps(&c, fs.Args())
+	a := newAppsCmd(g, "status", "Shows each app's installed version, its last check since boot, the releases kept, and an interrupted switch.")
+	asJSON := a.fs.Bool("json", false, "print JSON (shape in the README)")
+	cfg, err := a.parse(g, args)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"time"
 
 	"github.com/ota-agent/ota-agent/agent"
@@ -14,27 +13,15 @@ func init() {
 }
 
 func cmdUpdate(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("update", flag.ContinueOnError)
-	fs.Usage = func() {
-		g.printf("usage: ota-agent update [flags] [APP...]\n\nBrings each app (all by default) to the version its server publishes.\n\n")
-		fs.PrintDefaults()
-	}
-	var c commonFlags
+	a := newAppsCmd(g, "update", "Brings each app (all by default) to the version its server publishes.")
 	var wait waitFlag
-	c.register(fs)
-	fs.Var(&wait, "wait", "wait for another update of the same app to finish (--wait, or --wait=DURATION) instead of failing")
-	boot := fs.Bool("boot", false, "at boot: give up after boot_deadline (exit 75) so an unreachable server never holds the app back")
-	if err := parse(fs, g, args); err != nil {
-		return err
-	}
-	log, err := newLogger(g.stderr, c.logLevel)
+	a.fs.Var(&wait, "wait", "wait for another update of the same app to finish (--wait, or --wait=DURATION) instead of failing")
+	boot := a.fs.Bool("boot", false, "at boot: give up after boot_deadline (exit 75) so an unreachable server never holds the app back")
+	cfg, err := a.parse(g, args)
 	if err != nil {
 		return err
 	}
-	cfg, err := loadApps(&c, fs.Args())
-	if err != nil {
-		return err
-	}
+	log := a.log
 	if *boot {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.BootDeadline)

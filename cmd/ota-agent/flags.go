@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/ota-agent/ota-agent/store"
 )
 
@@ -28,6 +30,42 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.runtimeDir, "runtime-dir", "", "where the last check of each app is kept, volatile (default runtime_dir, else "+store.DefaultRuntimeDir+")")
 	c.app.register(fs)
 }
+
+// appsCmd is the setup shared by the commands that act on apps: the
+// common flags, the logger, and the apps from flags or the config file.
+type appsCmd struct {
+	fs  *flag.FlagSet
+	c   commonFlags
+	log zerolog.Logger
+}
+
+// newAppsCmd makes the flag set of command name; the command adds its own
+// flags to a.fs before calling parse.
+func newAppsCmd(g *globals, name, about string) *appsCmd {
+	a := &appsCmd{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	a.fs.Usage = func() {
+		g.printf("usage: ota-agent %s [flags] [APP...]\n\n%s\n\nflags:\n", name, about)
+		a.fs.SetOutput(g.stdout)
+		a.fs.PrintDefaults()
+	}
+	a.c.register(a.fs)
+	return a
+}
+
+// parse parses args, sets up logging and loads the apps.
+func (a *appsCmd) parse(g *globals, args []string) (*Config, error) {
+	if err := parse(a.fs, g, args); err != nil {
+		return nil, err
+	}
+	var err error
+	if a.log, err = newLogger(g.stderr, a.c.logLevel); err != nil {
+		return nil, err
+	}
+	return a.load()
+}
+
+// load (re)reads the apps, as the command line named them.
+func (a *appsCmd) load() (*Config, error) { return loadApps(&a.c, a.fs.Args()) }
 
 // parse parses args; -h prints the flags and returns errHelp.
 func parse(fs *flag.FlagSet, g *globals, args []string) error {
