@@ -4,7 +4,7 @@ LDFLAGS := -s -w -X main.Version=$(VERSION)
 GO      ?= go
 export CGO_ENABLED := 0
 
-.PHONY: build test demo cross bench clean
+.PHONY: build test e2e demo cross bench clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ota-agent ./cmd/ota-agent
@@ -14,7 +14,13 @@ build:
 # CI=true a missing component fails its test instead of skipping it.
 test:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
+	$(GO) test -count=1 -timeout 60m ./internal/e2e/...
+
+# The booted-system tests alone: a systemd-nspawn container and QEMU VMs
+# (root, debootstrap, qemu-system-x86; images are cached between runs).
+e2e:
+	$(GO) test -count=1 -timeout 60m -v ./internal/e2e/...
 
 demo: build
 	bin/ota-agent demo
