@@ -1,7 +1,9 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -57,4 +59,28 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// mkdirAll is os.MkdirAll whose creations are durable: each directory it
+// creates is fsynced in its parent, as a renamed file is. Otherwise a power
+// cut could drop the entry of a new directory, and with it files that were
+// fsynced in it since (a staged release's lib/, a release's backup).
+func mkdirAll(dir string, perm os.FileMode) error {
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		return err // nil if it exists; a file there fails later, as with os.MkdirAll
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	crashPoint("mkdir " + filepath.Base(dir))
+	if err := os.Mkdir(dir, perm); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	return syncDir(parent)
 }

@@ -255,7 +255,7 @@ func (s *Store) openSwitch(j *journal) (*switcher, error) {
 	backupDir := filepath.Join(s.releasesDir(), j.Backup)
 	stagedDir := filepath.Join(s.stagingDir(), j.To)
 	for _, d := range []string{backupDir, stagedDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := mkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
 	}
@@ -367,7 +367,9 @@ func (sw *switcher) back(f File) error {
 }
 
 // openDir opens dir inside root, creating missing components (0755, owned
-// by uid:gid when uid >= 0 and we are root).
+// by uid:gid when uid >= 0 and we are root). Each creation is fsynced in
+// its parent before a file is renamed into it: the rename's own fsync pair
+// covers the new directory's content, not its entry in the parent.
 func openDir(root *os.Root, dir string, uid, gid int) (*os.File, error) {
 	dir = strings.TrimSuffix(dir, "/")
 	if dir == "" {
@@ -377,6 +379,10 @@ func openDir(root *os.Root, dir string, uid, gid int) (*os.File, error) {
 		parts := strings.Split(dir, "/")
 		for i := range parts {
 			sub := strings.Join(parts[:i+1], "/")
+			if _, err := root.Lstat(sub); err == nil {
+				continue
+			}
+			crashPoint("mkdir " + sub)
 			err := root.Mkdir(sub, 0o755)
 			if errors.Is(err, fs.ErrExist) {
 				continue
@@ -389,6 +395,9 @@ func openDir(root *os.Root, dir string, uid, gid int) (*os.File, error) {
 					return nil, err
 				}
 			}
+			if err := syncIn(root, path.Dir(sub)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	d, err := root.Open(dir)
@@ -400,6 +409,20 @@ func openDir(root *os.Root, dir string, uid, gid int) (*os.File, error) {
 		return nil, fmt.Errorf("%s in %s is not a directory", dir, root.Name())
 	}
 	return d, nil
+}
+
+// syncIn fsyncs the directory dir inside root.
+func syncIn(root *os.Root, dir string) error {
+	crashPoint("fsync dir " + path.Join(filepath.Base(root.Name()), dir))
+	d, err := root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s/%s: %w", root.Name(), dir, err)
+	}
+	return nil
 }
 
 // renameSync renames between two open directories, then fsyncs both: the
@@ -428,7 +451,7 @@ func (s *Store) installSymlink(j *journal, cur State) error {
 	if target, _ := os.Readlink(s.appDir); target == rel {
 		return s.writeJournal(j) // already live (state was lost): just record it
 	}
-	if err := os.MkdirAll(s.releasesDir(), 0o755); err != nil {
+	if err := mkdirAll(s.releasesDir(), 0o755); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(rel); err != nil {

@@ -163,7 +163,7 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 		}
 	}
 	dst := filepath.Join(st.dir, filepath.FromSlash(path))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := mkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return File{}, err
 	}
 	delete(st.files, path)
