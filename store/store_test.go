@@ -257,3 +257,20 @@ func TestOpen(t *testing.T) {
 		t.Errorf("Open(symlink, parent of app dir missing) = nil, want an error")
 	}
 }
+
+func TestMkdirAll(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "a", "b", "c")
+	for i := range 2 { // the second call finds it all there
+		if err := mkdirAll(deep, 0o755); err != nil {
+			t.Fatalf("mkdirAll(%s) #%d = %v, want nil", deep, i, err)
+		}
+		if fi, err := os.Stat(deep); err != nil || !fi.IsDir() {
+			t.Fatalf("after mkdirAll #%d: Stat = %v, %v; want a directory", i, fi, err)
+		}
+	}
+	writeFiles(t, dir, map[string]string{"file": "x"})
+	if err := mkdirAll(filepath.Join(dir, "file", "sub"), 0o755); err == nil {
+		t.Errorf("mkdirAll under a file = nil, want an error")
+	}
+}
