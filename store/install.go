@@ -39,11 +39,12 @@ func (s *Store) Install(st *Stage) (State, error) {
 	if len(files) == 0 {
 		return State{}, ErrNothingStaged
 	}
-	cur, err := s.State()
-	if err != nil {
+	// Finish a pending switch first: the new one starts from what it left.
+	if err := s.Recover(); err != nil {
 		return State{}, err
 	}
-	if err := s.Recover(); err != nil {
+	cur, err := s.State()
+	if err != nil {
 		return State{}, err
 	}
 	// The index stays until the switch is done: should Recover roll it

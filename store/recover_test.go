@@ -252,3 +252,42 @@ func TestRecoverSymlink(t *testing.T) {
 		})
 	}
 }
+
+// Install finishes a pending switch before it reads what is installed: the
+// new switch starts from the release Recover completed, not from the one
+// state.json named before.
+func TestInstallOverPendingSwitch(t *testing.T) {
+	for _, mode := range []string{InPlace, Symlink} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t, mode, 2)
+			install(t, s, "v1", recoverV1)
+			// v1 -> v2 crashed after the switch, before state.json.
+			j := beginSwitch(t, s, stageFiles(t, s, "v2", recoverV2))
+			if mode == InPlace {
+				sw, err := s.openSwitch(j)
+				mustDo(t, "openSwitch", err)
+				mustDo(t, "writeJournal", s.writeJournal(j))
+				for _, f := range j.State.Files {
+					mustDo(t, "forward "+f.Path, sw.forward(f.Path))
+				}
+				sw.close()
+			} else {
+				mustDo(t, "move staged release", os.Rename(filepath.Join(s.stagingDir(), "v2"), filepath.Join(s.releasesDir(), "v2")))
+				mustDo(t, "writeJournal", s.writeJournal(j))
+				mustDo(t, "pointAt", s.pointAt(j, filepath.Join(s.releasesDir(), "v2")))
+			}
+
+			v3 := map[string]string{"main.py": "v3 main"}
+			st := install(t, s, "v3", v3)
+			if st.Previous != "v2" || len(st.Releases) != 1 || st.Releases[0] != "v2" {
+				t.Errorf("Install(v3) over a pending v1 -> v2 = previous %q, releases %v; want previous v2, releases [v2]", st.Previous, st.Releases)
+			}
+			// The kept release holds v2's files, under v2's name.
+			kept := files(t, filepath.Join(s.releasesDir(), "v2"))
+			if want := "v2 main"; kept["main.py"] != want {
+				t.Errorf("releases/v2/main.py = %q, want %q", kept["main.py"], want)
+			}
+		})
+	}
+}
