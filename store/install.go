@@ -470,8 +470,14 @@ func (s *Store) installSymlink(j *journal, cur State) error {
 		return err
 	}
 	// The index must not become part of the release the app sees. Losing
-	// it now only costs a re-download if the switch is undone.
+	// it now only costs a re-download if the switch is undone. The removal
+	// is made durable before the move: the move's fsyncs (releases/,
+	// staging/) do not cover the moved directory's own entries.
+	crashPoint("remove index")
 	if err := os.Remove(filepath.Join(s.stagingDir(), j.To, indexName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := syncDir(filepath.Join(s.stagingDir(), j.To)); err != nil {
 		return err
 	}
 	// The whole tree moves with one rename; its files were fsynced in staging.
