@@ -68,10 +68,12 @@ type Options struct {
 // on different filesystems, where a switch could not be a single rename.
 var ErrCrossDevice = errors.New("state dir and app dir are on different filesystems")
 
-// Open prepares the state directory dir (created 0700 if missing) for the
-// app directory appDir and checks that both are on one filesystem. In
-// in-place mode appDir is created if missing; in symlink mode its parent
-// must exist.
+// Open prepares the state directory dir for the app directory appDir and
+// checks that both are on one filesystem. dir is created if missing: 0700
+// in in-place mode; in symlink mode 0711, since the app reads its files
+// through it (app_dir -> dir/releases/<v>/) whatever user it runs as. Its
+// missing parents are created 0755. In in-place mode appDir is created if
+// missing; in symlink mode its parent must exist.
 func Open(dir, appDir string, o Options) (*Store, error) {
 	if o.Mode == "" {
 		o.Mode = InPlace
@@ -80,8 +82,25 @@ func Open(dir, appDir string, o Options) (*Store, error) {
 		o.KeepReleases = 1
 	}
 	s := &Store{dir: filepath.Clean(dir), appDir: filepath.Clean(appDir), mode: o.Mode, keep: o.KeepReleases, log: o.Log}
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+	perm := fs.FileMode(0o700)
+	if s.mode == Symlink {
+		perm = 0o711
+	}
+	if err := os.MkdirAll(filepath.Dir(s.dir), 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Mkdir(s.dir, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	fi, err := os.Stat(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if s.mode == Symlink && fi.Mode().Perm()&0o011 != 0o011 {
+		// Made private by an earlier in-place Open, or by hand.
+		if err := os.Chmod(s.dir, fi.Mode().Perm()|0o011); err != nil {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
 	}
 	probe := filepath.Dir(s.appDir)
 	if s.mode == InPlace {
