@@ -433,7 +433,7 @@ func childMain(args []string) {
 		WallNs: int64(wall),
 		UserNs: ru.Utime.Nano(),
 		SysNs:  ru.Stime.Nano(),
-		MaxRSS: ru.Maxrss,
+		MaxRSS: int64(ru.Maxrss),
 		Floor:  floor,
 	})
 }

@@ -178,7 +178,7 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	}
 	h := sha256.New()
 	crashPoint("write staged " + path)
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, max+1))
+	n, err := copyHashing(f, h, io.LimitReader(r, max+1))
 	switch {
 	case errors.Is(err, unix.ENOSPC):
 		return fail(fmt.Errorf("%s: %w: the disk filled up after %d bytes", dst, ErrNoSpace, n))
