@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ota-agent/ota-agent/internal/testenv"
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // cliServer serves project "p" with v1 and v2 of a.py and lib/b.py;
@@ -252,5 +254,33 @@ func TestStateDirOnAnotherFilesystem(t *testing.T) {
 	}
 	if got := readTree(appDir); got != "" {
 		t.Errorf("app dir = %q, want nothing installed", got)
+	}
+}
+
+// A manual check works while an update (or the daemon) holds the app's
+// lock, and never waits for it; a second update fails at once naming the
+// holder, or waits with --wait.
+func TestCheckNeverWaitsForTheLock(t *testing.T) {
+	dir := t.TempDir()
+	srv := cliServer(t, "v1", nil)
+	args := appArgs(srv.URL, dir)
+	s, err := store.Open(filepath.Join(dir, "state", "p"), filepath.Join(dir, "app"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Lock(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := runCLI(t, append([]string{"check"}, args...)...); code != ExitUpdateAvail {
+		t.Fatalf("check with the lock held = exit %d (%s%s), want %d", code, out, stderr, ExitUpdateAvail)
+	}
+	code, _, stderr := runCLI(t, append([]string{"update"}, args...)...)
+	if code != ExitFailed || !strings.Contains(stderr, fmt.Sprintf("held by process %d", os.Getpid())) {
+		t.Fatalf("update with the lock held = exit %d, stderr %q; want 1 naming PID %d", code, stderr, os.Getpid())
+	}
+	go func() { time.Sleep(300 * time.Millisecond); l.Unlock() }()
+	if code, _, stderr := runCLI(t, append([]string{"update", "--wait=10s"}, args...)...); code != 0 {
+		t.Fatalf("update --wait=10s = exit %d: %s", code, stderr)
 	}
 }
