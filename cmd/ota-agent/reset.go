@@ -45,7 +45,10 @@ var (
 // all switched by now): with the hardware watchdog if the first of them
 // asks for it and the device is free, else through systemd's reboot.target,
 // which stops every unit cleanly. If the board is still up after grace, it
-// falls back to the watchdog, then to reboot(2).
+// falls back to the watchdog, then to reboot(2). Once the reboot is asked
+// for, the end of ctx (SIGTERM: systemd stopping the agent on its way down)
+// means the reboot is under way: hardReset returns nil at once, so the
+// clean shutdown is not held up and no fallback fires in the middle of it.
 func hardReset(ctx context.Context, apps []agent.App, names []string, grace time.Duration, log zerolog.Logger) error {
 	var first agent.App
 	for _, a := range apps {
@@ -58,6 +61,7 @@ func hardReset(ctx context.Context, apps []agent.App, names []string, grace time
 		device = reset.DefaultWatchdogDevice
 	}
 	log.Warn().Strs("apps", names).Str("how", first.HardReset).Msg("hard reset: restarting the board")
+	stopping := ctx.Done()
 	ctx = context.WithoutCancel(ctx) // a SIGTERM now is the reboot itself
 	if first.HardReset == "watchdog" {
 		got, err := fireWatchdog(ctx, device, log)
@@ -74,12 +78,20 @@ func hardReset(ctx context.Context, apps []agent.App, names []string, grace time
 	if err := rebootViaSystemd(ctx, reset.Bus(first.SystemdBus)); err != nil {
 		log.Error().Err(err).Msg("reboot through systemd failed")
 	} else {
-		<-afterGrace(grace)
+		select {
+		case <-stopping:
+			return nil
+		case <-afterGrace(grace):
+		}
 		log.Error().Dur("grace", grace).Msg("still running after the reboot was queued")
 	}
 	if _, err := fireWatchdog(ctx, device, log); err == nil {
 		log.Warn().Msg("watchdog armed as a fallback")
-		<-afterGrace(grace)
+		select {
+		case <-stopping:
+			return nil
+		case <-afterGrace(grace):
+		}
 	}
 	if err := rebootNow(); err != nil {
 		return fmt.Errorf("reboot(2): %w", err)
