@@ -7,6 +7,8 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+
+	"github.com/ota-agent/ota-agent/wire"
 )
 
 func TestCopyHashing(t *testing.T) {
@@ -69,3 +71,20 @@ func (z *zeroReads) Read(p []byte) (int, error) {
 type failWriter struct{ err error }
 
 func (f failWriter) Write([]byte) (int, error) { return 0, f.err }
+
+// A release file may not take the staging index's name.
+func TestStageRefusesIndexName(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir+"/state", dir+"/app", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stage("v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Write(indexName, bytes.NewReader([]byte("x")), 1, 10); !errors.Is(err, wire.ErrBadPath) {
+		t.Errorf("Write(%q) = %v, want ErrBadPath", indexName, err)
+	}
+}

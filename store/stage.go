@@ -154,6 +154,9 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	if err := wire.CheckPath(path); err != nil {
 		return File{}, err
 	}
+	if path == indexName {
+		return File{}, fmt.Errorf("%w: %s is the name of ota-agent's staging index", wire.ErrBadPath, indexName)
+	}
 	if want > max {
 		return File{}, fmt.Errorf("%s: %w (%d bytes announced, limit %d)", path, ErrTooLarge, want, max)
 	}
