@@ -160,7 +160,8 @@ func (a *Agent) remoteVersion(ctx context.Context) (string, error) {
 }
 
 // Check asks the server for its version and compares it with the installed
-// one. It never downloads a release, takes no lock and writes nothing.
+// one. It never downloads a release and takes no lock (a check works while
+// an update runs); it writes only its outcome, under the runtime dir.
 func (a *Agent) Check(ctx context.Context) (res Result, err error) {
 	res = Result{App: a.app.Name}
 	r0, b0 := a.c.requests.Load(), a.c.bytes.Load()
