@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	neturl "net/url"
 	"os"
 	"strconv"
@@ -87,13 +88,15 @@ func newClient(app *App, userAgent string) (*client, error) {
 		ForceAttemptHTTP2:     true,
 	}
 	c := &client{timeout: app.Timeout, user: app.User, password: app.Password, userAgent: userAgent}
-	c.hc = &http.Client{Transport: tr, CheckRedirect: checkRedirect}
+	c.hc = &http.Client{Transport: tr, CheckRedirect: c.checkRedirect}
 	return c, nil
 }
 
 // checkRedirect never lets https fall to http, and drops credentials on a
 // redirect to any other host (net/http would keep them for a subdomain).
-func checkRedirect(req *http.Request, via []*http.Request) error {
+// Each hop is a sign of life for the daemon's watchdog.
+func (c *client) checkRedirect(req *http.Request, via []*http.Request) error {
+	c.beat()
 	if len(via) >= 10 {
 		return errors.New("stopped after 10 redirects")
 	}
@@ -134,6 +137,17 @@ func (c *client) get(ctx context.Context, url string, v *validators) (*response,
 		return nil, err
 	}
 	req.Header.Set("User-Agent", c.userAgent)
+	if c.progress != nil {
+		// Every wait is bounded by the timeout, but several in a row
+		// (connect, TLS, headers) can add up: each end is a sign of life.
+		req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			DNSDone:              func(httptrace.DNSDoneInfo) { c.beat() },
+			ConnectDone:          func(string, string, error) { c.beat() },
+			TLSHandshakeDone:     func(tls.ConnectionState, error) { c.beat() },
+			GotConn:              func(httptrace.GotConnInfo) { c.beat() },
+			GotFirstResponseByte: c.beat,
+		}))
+	}
 	if v != nil && v.ETag != "" {
 		req.Header.Set("If-None-Match", v.ETag)
 	}
@@ -166,9 +180,6 @@ func (c *client) get(ctx context.Context, url string, v *validators) (*response,
 		}
 		return nil, serr
 	}
-	if c.progress != nil {
-		c.progress()
-	}
 	r := &response{Response: resp, cancel: cancel, c: c}
 	r.timer = time.AfterFunc(c.timeout, func() { cancel(fmt.Errorf("%w for %v", errStalled, c.timeout)) })
 	return r, nil
@@ -180,9 +191,7 @@ func (r *response) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.timer.Reset(r.c.timeout)
 		r.c.bytes.Add(int64(n))
-		if r.c.progress != nil {
-			r.c.progress()
-		}
+		r.c.beat()
 	}
 	if err != nil && err != io.EOF {
 		if cause := context.Cause(r.Request.Context()); errors.Is(cause, errStalled) {
@@ -220,6 +229,13 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	return err
+}
+
+// beat tells the daemon's watchdog the transfer is alive.
+func (c *client) beat() {
+	if c.progress != nil {
+		c.progress()
+	}
 }
 
 // maxRetryAfter bounds how long a server can silence the agent.

@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/ota-agent/ota-agent/agent"
+	"github.com/ota-agent/ota-agent/reset"
 )
 
 // Exit codes, as DESIGN.md section 5 and the README document them.
@@ -63,7 +64,8 @@ func codeOf(err error) int {
 		return ec.code
 	case errors.Is(err, errHelp) || errors.Is(err, flag.ErrHelp):
 		return ExitOK
-	case errors.As(err, &ce), errors.Is(err, errUsage):
+	case errors.As(err, &ce), errors.Is(err, errUsage), errors.Is(err, reset.ErrUnitNotFound):
+		// A unit that does not exist is a mistake in the configuration.
 		return ExitUsage
 	case errors.Is(err, errUpdateAvailable):
 		return ExitUpdateAvail

@@ -488,8 +488,8 @@ func testSoftResetRealUnit(t *testing.T, install string) {
 	srv.publish("v3")
 	srv.takeRequests()
 	code, stderr := update("nosuch.service")
-	if code != ExitFailed {
-		t.Errorf("update with --unit nosuch.service: exit %d, want %d\n%s", code, ExitFailed, stderr)
+	if code != ExitUsage {
+		t.Errorf("update with --unit nosuch.service: exit %d, want %d\n%s", code, ExitUsage, stderr)
 	}
 	if !strings.Contains(stderr, "nosuch.service") || !strings.Contains(stderr, "not found") {
 		t.Errorf("update with --unit nosuch.service: stderr = %q, want it to name the unit and say not found", stderr)
