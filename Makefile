@@ -4,7 +4,7 @@ LDFLAGS := -s -w -X main.Version=$(VERSION)
 GO      ?= go
 export CGO_ENABLED := 0
 
-.PHONY: build test e2e demo cross bench clean
+.PHONY: build test test-arm e2e demo cross bench clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ota-agent ./cmd/ota-agent
@@ -15,7 +15,15 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /internal/e2e)
+	$(MAKE) test-arm
 	if [ -d internal/e2e ]; then $(GO) test -count=1 -timeout 60m ./internal/e2e/...; fi
+
+# The libraries again on 32-bit ARM (Pi 1/Zero) and arm64 under qemu-user
+# (Debian's qemu-user-static): catches 32-bit struct and ioctl mistakes.
+ARM_PKGS := ./wire ./store ./agent ./serve ./reset
+test-arm:
+	GOARCH=arm GOARM=6 $(GO) test -count=1 -exec qemu-arm-static $(ARM_PKGS)
+	GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64-static $(ARM_PKGS)
 
 # The booted-system tests alone: a systemd-nspawn container and QEMU VMs
 # (root, debootstrap, qemu-system-x86; images are cached between runs).
