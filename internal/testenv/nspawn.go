@@ -277,7 +277,8 @@ func (c *Container) WaitBooted(t testing.TB, timeout time.Duration) string {
 // Command returns `nsenter -t PID -a name args...`: the command runs in
 // every namespace of the container (its file system, PIDs, network, bus),
 // as root, with a clean environment (PATH, HOME=/root, LANG=C.UTF-8), and in
-// the test's cgroup rather than one of the container's units. ctx kills it.
+// the test's cgroup rather than one of the container's units (see
+// ScopeCommand for one that may outlive the container). ctx kills it.
 func (c *Container) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.PID), "-a", name}, args...)...)
 	cmd.Env = []string{
@@ -285,6 +286,19 @@ func (c *Container) Command(ctx context.Context, name string, args ...string) *e
 		"HOME=/root", "LANG=C.UTF-8", "TERM=dumb", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0",
 	}
 	return cmd
+}
+
+// ScopeCommand is Command with the command in a transient scope unit of the
+// container's systemd (`systemd-run --scope`), where a login session's
+// commands are: the container's shutdown stops it with the other units
+// (SIGTERM, SIGKILL after 90 s). Use it for a command that may still run
+// when the container shuts down or reboots. A plain Command's process is in
+// no unit, so only systemd-shutdown's final broadcast (SIGSTOP, SIGTERM,
+// SIGCONT to every process) reaches it; nsenter, which waits for it from
+// outside the container, then stops itself on seeing the SIGSTOP and never
+// reaps it, and the shutdown waits 90 s for the zombie.
+func (c *Container) ScopeCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return c.Command(ctx, "systemd-run", append([]string{"--scope", "--quiet", "--collect", "--", name}, args...)...)
 }
 
 // Exec runs a command in the container (see Command) and returns its
@@ -324,6 +338,11 @@ func (c *Container) Exited() <-chan struct{} { return c.exited }
 // time runs out (the container is then stopped by Stop at the end).
 func (c *Container) Wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
+	select {
+	case <-c.exited: // first: a zero timeout is ready at once too
+		return c.status
+	default:
+	}
 	select {
 	case <-c.exited:
 		return c.status
