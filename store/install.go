@@ -514,7 +514,7 @@ func (s *Store) pointAt(j *journal, rel string) error {
 	fi, err := os.Lstat(s.appDir)
 	if err == nil && fi.IsDir() {
 		crashPoint("exchange app dir")
-		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, s.appDir, unix.RENAME_EXCHANGE); err != nil {
+		if err := exchange(tmp, s.appDir); err != nil {
 			return fmt.Errorf("swap %s with a symlink: %w", s.appDir, err)
 		}
 		if err := syncDir(parent); err != nil {

@@ -118,7 +118,7 @@ func Open(dir, appDir string, o Options) (*Store, error) {
 	}
 	if a.Dev != b.Dev {
 		return nil, fmt.Errorf("%w: %s is on device %d:%d, %s on %d:%d; set state_dir to a directory on the app dir's filesystem (for example %s)",
-			ErrCrossDevice, s.dir, unix.Major(a.Dev), unix.Minor(a.Dev), probe, unix.Major(b.Dev), unix.Minor(b.Dev),
+			ErrCrossDevice, s.dir, unix.Major(uint64(a.Dev)), unix.Minor(uint64(a.Dev)), probe, unix.Major(uint64(b.Dev)), unix.Minor(uint64(b.Dev)),
 			filepath.Join(filepath.Dir(s.appDir), ".ota-agent"))
 	}
 	return s, nil

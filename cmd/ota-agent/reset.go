@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/ota-agent/ota-agent/agent"
 	"github.com/ota-agent/ota-agent/reset"
@@ -34,10 +33,7 @@ var (
 		return (&reset.Watchdog{Device: device, Log: log}).Fire(ctx)
 	}
 	// rebootNow is the last resort when systemd did not reboot in time.
-	rebootNow = func() error {
-		unix.Sync()
-		return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
-	}
+	rebootNow  = reset.Restart
 	afterGrace = time.After
 )
 
