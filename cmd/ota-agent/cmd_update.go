@@ -30,6 +30,10 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	var reboot []string
 	err = forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
 		res, err := updateApp(ctx, app, log, wait.d, cfg.RuntimeDir)
+		if err == nil && !res.Updated {
+			// One line per run, so the boot unit's journal says why nothing changed.
+			log.Info().Str("app", app.Name).Str("version", res.Installed).Msg("up to date")
+		}
 		if res.NeedsReboot {
 			reboot = append(reboot, app.Name)
 		}
