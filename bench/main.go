@@ -54,6 +54,9 @@ func main() {
 		runs      = flag.Int("runs", 3, "measured runs per size and tool; the table shows the median")
 		parent    = flag.String("dir", "", "where to create the work directory (default $TMPDIR or /tmp; must not be tmpfs)")
 		keep      = flag.Bool("keep", false, "keep the work directory (server files of the last size, each size's device dirs) instead of removing it")
+		daemon    = flag.Bool("daemon", true, "after the update table, measure the daemon (`ota-agent run`): idle RSS, CPU and wire bytes per unchanged check")
+		dChecks   = flag.Int("daemon-checks", 20, "unchanged checks the daemon part measures per variant")
+		dInterval = flag.Duration("daemon-interval", 2*time.Second, "the daemon's check interval in the daemon part (memory is sampled at 3/4 of it after a check)")
 	)
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: go run ./bench [flags]\n\nMeasures bin/ota-agent (update, check) against curl+sync and prints a Markdown table.\n\n")
@@ -65,15 +68,18 @@ func main() {
 	}
 	flag.Parse()
 	sizes, err := parseSizes(*sizesFlag)
-	if err != nil || *runs < 1 || flag.NArg() > 0 {
+	if err == nil && len(sizes) == 0 && !*daemon {
+		err = errors.New("-sizes \"\" skips the update table, and -daemon=false the daemon's: nothing to do")
+	}
+	if err != nil || *runs < 1 || *dChecks < 1 || *dInterval < 100*time.Millisecond || flag.NArg() > 0 {
 		if err == nil {
-			err = errors.New("-runs must be at least 1 and there are no arguments")
+			err = errors.New("-runs and -daemon-checks must be at least 1, -daemon-interval at least 100ms, and there are no arguments")
 		}
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		flag.Usage()
 		os.Exit(2)
 	}
-	b := &bench{sizes: sizes, runs: *runs, keep: *keep}
+	b := &bench{sizes: sizes, runs: *runs, keep: *keep, daemon: *daemon, daemonChecks: *dChecks, daemonInterval: *dInterval}
 	if err := b.run(*agentPath, *parent); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
@@ -92,10 +98,7 @@ func parseSizes(s string) ([]int, error) {
 		}
 		out = append(out, n)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("-sizes: no size given")
-	}
-	return out, nil
+	return out, nil // none: -sizes "" skips the update table
 }
 
 type bench struct {
@@ -108,6 +111,11 @@ type bench struct {
 	root  string // the server's document root
 	srv   *server
 	url   string
+
+	// The daemon part (daemon.go).
+	daemon         bool
+	daemonChecks   int
+	daemonInterval time.Duration
 }
 
 // sample is one measured process.
@@ -203,8 +211,10 @@ func (b *bench) run(agentPath, parent string) error {
 	fmt.Printf("- agent: %s (%s)\n", agentPath, strings.TrimSpace(string(agentVersion)))
 	fmt.Printf("- machine: %s, %d cores (nproc), %s RAM, %s %s, %s\n", cpuModel(), runtime.NumCPU(), memTotal(), runtime.GOOS, runtime.GOARCH, kernel())
 	fmt.Printf("- work dir: %s on %s (%s, mounted on %s)\n", b.work, fsName, deviceOf(mnt), mnt)
-	fmt.Printf("- server: net/http on %s, files served from disk (sendfile); agent and curl both read over loopback from it\n", b.url)
-	fmt.Printf("- runs: %d per size and tool, alternating which goes first, median shown; sync before each; page cache not dropped (the release files are warm for both)\n", b.runs)
+	if len(b.sizes) > 0 {
+		fmt.Printf("- server: net/http on %s, files served from disk (sendfile); agent and curl both read over loopback from it\n", b.url)
+		fmt.Printf("- runs: %d per size and tool, alternating which goes first, median shown; sync before each; page cache not dropped (the release files are warm for both)\n", b.runs)
+	}
 	fmt.Printf("- load average at start: %s\n\n", loadAvg())
 
 	var results []*sizeResult
@@ -215,8 +225,13 @@ func (b *bench) run(agentPath, parent string) error {
 		}
 		results = append(results, r)
 	}
-	b.printTable(results)
-	fmt.Printf("Load average at the end: %s (on %d cores: a load above that makes every time figure noisy).\n", loadAvg(), runtime.NumCPU())
+	if len(results) > 0 {
+		b.printTable(results)
+		fmt.Printf("Load average at the end: %s (on %d cores: a load above that makes every time figure noisy).\n", loadAvg(), runtime.NumCPU())
+	}
+	if b.daemon {
+		return b.runDaemon()
+	}
 	return nil
 }
 

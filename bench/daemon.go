@@ -1,0 +1,789 @@
+package main
+
+// The daemon part of the benchmark: what `ota-agent run` costs while it
+// idles between checks and for each check that finds nothing new. It starts
+// the real daemon against an in-process server (plain HTTP, and HTTPS with
+// a throwaway certificate chain the agent trusts through ca_file), lets the
+// first check install a small release, then watches N unchanged checks:
+//
+//   - memory: VmRSS (split into RssAnon and RssFile) and VmHWM from
+//     /proc/PID/status, a while after the first check and after the N-th;
+//   - CPU: the delta over the N checks of the daemon's on-CPU time, from
+//     /proc/PID/task/*/schedstat (nanoseconds) and from utime+stime in
+//     /proc/PID/stat (clock ticks, 10 ms each: a cross-check);
+//   - the wire: requests, their status and body bytes, connections, TCP
+//     payload bytes both ways (TLS records included) and TLS handshakes,
+//     full or resumed, as the server saw them.
+//
+// The server closes idle connections after a short IdleTimeout, so each
+// check opens a new connection, as on a board checking every 15 minutes
+// (the agent's own idle timeout is 90 s). Variants: HTTPS with session
+// tickets (resumed handshakes), HTTPS without (full handshakes), and both
+// schemes with keep-alive (a long IdleTimeout: no handshake at all).
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Goals of the daemon table.
+const goalIdleRSSMiB = 8.0
+
+const (
+	daemonProject  = "d"
+	daemonApp      = "dapp"
+	daemonFile     = "app.bin"
+	daemonFileSize = 1 << 20 // the release the first check installs
+
+	newConnIdle   = 300 * time.Millisecond // server IdleTimeout: a new connection per check (at most a third of the interval)
+	keepAliveIdle = 10 * time.Minute       // server IdleTimeout: one connection for all checks
+	userHZ        = 100                    // clock ticks per second in /proc/PID/stat (USER_HZ; 100 on Linux)
+)
+
+// daemonVariant is one server configuration the daemon checks against.
+type daemonVariant struct {
+	name      string
+	tls       bool
+	tickets   bool   // the server issues session tickets (resumption possible)
+	keepAlive bool   // the server keeps idle connections (else it closes them quickly)
+	godebug   string // added to the daemon's GODEBUG
+}
+
+var daemonVariants = []daemonVariant{
+	{name: "http"},
+	{name: "https", tls: true, tickets: true},
+	{name: "https, no session tickets", tls: true},
+	{name: "http, keep-alive", keepAlive: true},
+	{name: "https, keep-alive", tls: true, tickets: true, keepAlive: true},
+	// Go's TLS offers the post-quantum hybrid X25519MLKEM768 by default:
+	// 1.2 KB of key share up and 1.1 KB down on every new connection.
+	{name: "https, tlsmlkem=0", tls: true, tickets: true, godebug: "tlsmlkem=0"},
+}
+
+type memSample struct{ rss, hwm, anon, file int64 } // KiB
+
+type cpuSample struct {
+	ns    int64 // sum of the threads' sum_exec_runtime (schedstat)
+	ticks int64 // utime + stime
+}
+
+// dcounts is what the server saw up to a moment.
+type dcounts struct {
+	counts
+	full, resumed        int64
+	status304, status200 int64
+	conditional          int64
+	other                int64 // any other status
+}
+
+func (a dcounts) sub(b dcounts) dcounts {
+	return dcounts{
+		counts: counts{a.requests - b.requests, a.body - b.body, a.conns - b.conns, a.sent - b.sent, a.recv - b.recv, a.busy - b.busy},
+		full:   a.full - b.full, resumed: a.resumed - b.resumed,
+		status304: a.status304 - b.status304, status200: a.status200 - b.status200,
+		conditional: a.conditional - b.conditional, other: a.other - b.other,
+	}
+}
+
+type daemonResult struct {
+	v          daemonVariant
+	checks     int           // unchanged checks measured
+	first      memSample     // a while after the first check (the install)
+	last       memSample     // a while after the last unchanged check
+	cpu        cpuSample     // delta over the unchanged checks
+	wire       dcounts       // delta over the unchanged checks
+	install    dcounts       // the first check
+	proto      string        // HTTP version of the last request
+	late       int           // samples taken after the next check had begun
+	settle     time.Duration // from the end of a check to a sample
+	textRSS    int64         // KiB resident of the binary's r-xp and r--p mappings
+	textRef    int64         // KiB of those the unchanged checks touched (-1: unknown)
+	textMapped int64         // KiB size of those mappings
+}
+
+// daemonBench runs the daemon part.
+type daemonBench struct {
+	agent    string
+	work     string
+	checks   int
+	interval time.Duration
+	connIdle time.Duration // the server's IdleTimeout when it closes connections between checks
+	runRoot  string        // where the runtime_dirs go: a tmpfs, as /run/ota-agent is on a board
+	progress func(string, ...any)
+}
+
+func (b *bench) runDaemon() error {
+	d := &daemonBench{agent: b.agent, work: filepath.Join(b.work, "daemon"), checks: b.daemonChecks, interval: b.daemonInterval,
+		connIdle: min(newConnIdle, b.daemonInterval/3), progress: b.progress}
+	if err := os.MkdirAll(d.work, 0o755); err != nil {
+		return err
+	}
+	// Every check rewrites <runtime_dir>/<app>.json. On a board that is
+	// /run, a tmpfs; creating the file on ext4 instead costs this VM about
+	// a millisecond of CPU per check.
+	d.runRoot = d.work
+	for _, dir := range []string{os.Getenv("XDG_RUNTIME_DIR"), "/run", "/dev/shm"} {
+		if fs, _, err := filesystem(dir); dir != "" && err == nil && fs == "tmpfs" {
+			if tmp, err := os.MkdirTemp(dir, "ota-bench-run-"); err == nil {
+				d.runRoot = tmp
+				if !b.keep {
+					defer os.RemoveAll(tmp)
+				}
+				break
+			}
+		}
+	}
+	ca, chain, err := d.certs()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n## The daemon: `ota-agent run`, idle and unchanged checks\n\n")
+	fmt.Printf("- interval %v (±10%% jitter), %d unchanged checks per variant after a first check that installs a %d KiB release\n", d.interval, d.checks, daemonFileSize>>10)
+	fmt.Printf("- memory and CPU sampled %v after a check ended (the next one starts at least %v after it)\n", settleOf(d.interval), time.Duration(0.9*float64(d.interval)))
+	fmt.Printf("- the server closes idle connections after %v (keep-alive variants: %v); HTTPS: TLS 1.3, ECDSA P-256 chain of %d B (leaf + intermediate), root in ca_file, host an IP (no SNI)\n", d.connIdle, keepAliveIdle, chainLen(chain))
+	runFS, _, _ := filesystem(d.runRoot)
+	fmt.Printf("- state_dir and app_dir under %s, runtime_dir under %s (%s)\n", d.work, d.runRoot, runFS)
+	fmt.Printf("- load average before: %s\n\n", loadAvg())
+	var rs []*daemonResult
+	for _, v := range daemonVariants {
+		r, err := d.measure(v, ca, chain)
+		if err != nil {
+			return fmt.Errorf("daemon, %s: %w", v.name, err)
+		}
+		rs = append(rs, r)
+	}
+	printDaemonTable(rs, d.checks)
+	fmt.Printf("Load average at the end: %s (on %d cores).\n", loadAvg(), runtime.NumCPU())
+	return nil
+}
+
+func settleOf(interval time.Duration) time.Duration {
+	return time.Duration(0.75 * float64(interval))
+}
+
+func chainLen(chain tls.Certificate) int {
+	n := 0
+	for _, c := range chain.Certificate {
+		n += len(c)
+	}
+	return n
+}
+
+// measure runs one daemon against one server variant.
+func (d *daemonBench) measure(v daemonVariant, caFile string, chain tls.Certificate) (*daemonResult, error) {
+	dir, err := os.MkdirTemp(d.work, strings.NewReplacer(" ", "", ",", "-").Replace(v.name)+"-")
+	if err != nil {
+		return nil, err
+	}
+	root := filepath.Join(dir, "srv")
+	if err := os.MkdirAll(filepath.Join(root, daemonProject), 0o755); err != nil {
+		return nil, err
+	}
+	if err := randomFile(filepath.Join(root, daemonProject, "v1_"+daemonFile), daemonFileSize, 0xd); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(root, daemonProject, "version"), []byte("v1\n"), 0o644); err != nil {
+		return nil, err
+	}
+	idle := d.connIdle
+	if v.keepAlive {
+		idle = keepAliveIdle
+	}
+	srv, err := startDaemonServer(root, v, idle, chain)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+
+	scheme := "http"
+	if v.tls {
+		scheme = "https"
+	}
+	runDir := filepath.Join(d.runRoot, filepath.Base(dir))
+	cfg := fmt.Sprintf(`state_dir = %q
+runtime_dir = %q
+interval = %q
+
+[[app]]
+name = %q
+host = %q
+project = %q
+files = [%q]
+app_dir = %q
+`, filepath.Join(dir, "state"), runDir, d.interval.String(), daemonApp, scheme+"://"+srv.Addr(), daemonProject, daemonFile, filepath.Join(dir, "app"))
+	if v.tls {
+		cfg += fmt.Sprintf("ca_file = %q\n", caFile)
+	}
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "daemon.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+
+	cmd := exec.Command(d.agent, "run", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Not under systemd: no sd_notify socket, no watchdog.
+	godebug := v.godebug
+	for _, e := range os.Environ() {
+		if g, ok := strings.CutPrefix(e, "GODEBUG="); ok && godebug != "" {
+			godebug = g + "," + godebug
+		} else if !strings.HasPrefix(e, "NOTIFY_SOCKET=") && !strings.HasPrefix(e, "WATCHDOG_") {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
+	if godebug != "" {
+		cmd.Env = append(cmd.Env, "GODEBUG="+godebug)
+	}
+	d.progress("daemon, %s: starting `ota-agent run` (%v interval, %d checks)", v.name, d.interval, d.checks)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+		}
+	}
+	defer stop()
+	pid := cmd.Process.Pid
+	logTail := func() string {
+		b, _ := os.ReadFile(logf.Name())
+		if len(b) > 2000 {
+			b = b[len(b)-2000:]
+		}
+		return string(b)
+	}
+
+	r := &daemonResult{v: v, checks: d.checks, settle: settleOf(d.interval)}
+	w := &statusWatcher{path: filepath.Join(runDir, daemonApp+".json"), exited: exited}
+	deadline := d.interval*3 + 30*time.Second
+	st, err := w.next(deadline)
+	if err != nil {
+		return nil, fmt.Errorf("first check: %w\n%s", err, logTail())
+	}
+	if st.Outcome != "updated" {
+		return nil, fmt.Errorf("first check: outcome %q (%s), want updated\n%s", st.Outcome, st.Error, logTail())
+	}
+	// sample reads memory, CPU and the server's counts settle after the
+	// check that just ended, and notes if the next one began meanwhile.
+	sample := func() (memSample, cpuSample, dcounts, error) {
+		before := srv.snapshot()
+		time.Sleep(time.Until(w.seen.Add(r.settle)))
+		m, err := readMem(pid)
+		if err != nil {
+			return m, cpuSample{}, dcounts{}, err
+		}
+		c, err := readCPU(pid)
+		after := srv.snapshot()
+		if after.requests != before.requests || w.changed() {
+			r.late++
+		}
+		return m, c, after, err
+	}
+	m0, c0, s0, err := sample()
+	if err != nil {
+		return nil, err
+	}
+	r.first, r.install = m0, s0
+	// Clear the pages' referenced bits, so the Referenced figures of
+	// smaps after the checks say what they touched.
+	clearedRefs := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("1"), 0) == nil
+	for i := 0; i < d.checks; i++ {
+		st, err := w.next(deadline)
+		if err != nil {
+			return nil, fmt.Errorf("check %d: %w\n%s", i+2, err, logTail())
+		}
+		if st.Outcome != "up-to-date" {
+			return nil, fmt.Errorf("check %d: outcome %q (%s), want up-to-date\n%s", i+2, st.Outcome, st.Error, logTail())
+		}
+	}
+	m1, c1, s1, err := sample()
+	if err != nil {
+		return nil, err
+	}
+	r.last = m1
+	r.cpu = cpuSample{ns: c1.ns - c0.ns, ticks: c1.ticks - c0.ticks}
+	r.wire = s1.sub(s0)
+	r.proto = srv.lastProto()
+	bin, err := filepath.EvalSymlinks(d.agent)
+	if err != nil {
+		bin = d.agent
+	}
+	r.textRSS, r.textRef, r.textMapped = readText(pid, bin)
+	if !clearedRefs {
+		r.textRef = -1
+	}
+	stop()
+	d.progress("daemon, %s: RSS %.1f -> %.1f MiB (anon %.1f, file %.1f), HWM %.1f MiB, CPU %.2f ms/check, %d req, %d conns, %d+%d B, handshakes %d full %d resumed",
+		v.name, kib2mib(r.first.rss), kib2mib(r.last.rss), kib2mib(r.last.anon), kib2mib(r.last.file), kib2mib(r.last.hwm),
+		float64(r.cpu.ns)/1e6/float64(r.checks), r.wire.requests, r.wire.conns, r.wire.recv, r.wire.sent, r.wire.full, r.wire.resumed)
+	return r, nil
+}
+
+// ---- watching the daemon ----
+
+// runStatus is the part of <runtime_dir>/<app>.json (store.Status) read here.
+type runStatus struct {
+	At      time.Time `json:"at"`
+	Outcome string    `json:"outcome"`
+	Error   string    `json:"error"`
+}
+
+// statusWatcher sees each check end: the daemon rewrites its status file
+// (by rename) at the end of every check.
+type statusWatcher struct {
+	path   string
+	last   time.Time // At of the last status seen
+	seen   time.Time // when it was seen (within the poll period of the check's end)
+	exited <-chan error
+}
+
+func (w *statusWatcher) read() (runStatus, bool) {
+	var st runStatus
+	b, err := os.ReadFile(w.path)
+	if err != nil || json.Unmarshal(b, &st) != nil {
+		return st, false
+	}
+	return st, true
+}
+
+// changed reports whether another check ended since the last next.
+func (w *statusWatcher) changed() bool {
+	st, ok := w.read()
+	return ok && !st.At.Equal(w.last)
+}
+
+// next waits for the next check to end and returns its status.
+func (w *statusWatcher) next(timeout time.Duration) (runStatus, error) {
+	end := time.Now().Add(timeout)
+	for time.Now().Before(end) {
+		select {
+		case err := <-w.exited:
+			return runStatus{}, fmt.Errorf("the daemon exited: %v", err)
+		default:
+		}
+		if st, ok := w.read(); ok && !st.At.Equal(w.last) {
+			w.last, w.seen = st.At, time.Now()
+			return st, nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return runStatus{}, fmt.Errorf("no check ended within %v", timeout)
+}
+
+// ---- /proc ----
+
+// readMem reads VmRSS, VmHWM, RssAnon and RssFile (KiB).
+func readMem(pid int) (memSample, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return memSample{}, err
+	}
+	var m memSample
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			m.rss = n
+		case "VmHWM:":
+			m.hwm = n
+		case "RssAnon:":
+			m.anon = n
+		case "RssFile:":
+			m.file = n
+		}
+	}
+	if m.rss == 0 {
+		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return m, nil
+}
+
+// readCPU reads the process's CPU time two ways: utime+stime of
+// /proc/PID/stat (clock ticks, all threads, dead ones included) and the sum
+// of the live threads' sum_exec_runtime in /proc/PID/task/*/schedstat
+// (nanoseconds; Go rarely ends a thread, so none is lost).
+func readCPU(pid int) (cpuSample, error) {
+	var c cpuSample
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return c, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return c, fmt.Errorf("/proc/%d/stat: no comm", pid)
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return c, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	ut, _ := strconv.ParseInt(f[14-3], 10, 64)
+	st, _ := strconv.ParseInt(f[15-3], 10, 64)
+	c.ticks = ut + st
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return c, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			c.ns += n
+		}
+	}
+	return c, nil
+}
+
+// readText returns the resident, referenced and mapped KiB of the
+// binary's read-only mappings (text, rodata, pclntab): file-backed pages,
+// shared with the page cache.
+func readText(pid int, binary string) (textRSS, textRef, textSize int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return 0, 0, 0
+	}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if strings.Contains(f[0], "-") && len(f) >= 5 && !strings.HasSuffix(f[0], ":") {
+			in = len(f) >= 6 && f[5] == binary && !strings.Contains(f[1], "w")
+			continue
+		}
+		if in && len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "Size:":
+				textSize += n
+			case "Rss:":
+				textRSS += n
+			case "Referenced:":
+				textRef += n
+			}
+		}
+	}
+	return textRSS, textRef, textSize
+}
+
+// ---- the server ----
+
+// daemonServer is the benchmark's server for one variant: the size part's
+// counting listener, plus what each request was (conditional? status?)
+// and each TLS handshake (full or resumed).
+type daemonServer struct {
+	*server
+	mu                   sync.Mutex
+	full, resumed        int64
+	status304, status200 int64
+	conditional, other   int64
+	proto                string
+}
+
+func startDaemonServer(root string, v daemonVariant, idle time.Duration, chain tls.Certificate) (*daemonServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &daemonServer{server: &server{}}
+	s.ln = &countingListener{Listener: ln, s: s.server}
+	s.hs = &http.Server{Handler: s.handler(root), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle}
+	if !v.tls {
+		go s.hs.Serve(s.ln)
+		return s, nil
+	}
+	s.hs.TLSConfig = &tls.Config{
+		Certificates:           []tls.Certificate{chain},
+		SessionTicketsDisabled: !v.tickets,
+		// Runs for every handshake, resumptions included.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			s.mu.Lock()
+			if cs.DidResume {
+				s.resumed++
+			} else {
+				s.full++
+			}
+			s.mu.Unlock()
+			return nil
+		},
+	}
+	// ServeTLS wraps the counting listener, so the counts are the TLS
+	// records on the wire; it also offers h2, as a real server would.
+	go s.hs.ServeTLS(s.ln, "", "")
+	return s, nil
+}
+
+func (s *daemonServer) snapshot() dcounts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return dcounts{counts: s.server.snapshot(), full: s.full, resumed: s.resumed,
+		status304: s.status304, status200: s.status200, conditional: s.conditional, other: s.other}
+}
+
+func (s *daemonServer) lastProto() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proto
+}
+
+func (s *daemonServer) handler(root string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		s.requests.Add(1)
+		sw := &statusWriter{ResponseWriter: w, s: s.server, code: http.StatusOK}
+		http.ServeFile(sw, r, filepath.Join(root, filepath.FromSlash(path.Clean("/"+r.URL.Path))))
+		s.busy.Add(int64(time.Since(start)))
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Modified-Since") != "" {
+			s.conditional++
+		}
+		switch sw.code {
+		case http.StatusOK:
+			s.status200++
+		case http.StatusNotModified:
+			s.status304++
+		default:
+			s.other++
+		}
+		s.proto = r.Proto
+	})
+}
+
+// statusWriter counts body bytes and keeps the status. Unlike
+// countingWriter it has no ReadFrom: the HTTP/2 ResponseWriter has none,
+// and these files are small.
+type statusWriter struct {
+	http.ResponseWriter
+	s    *server
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.s.body.Add(int64(n))
+	return n, err
+}
+
+// ---- certificates ----
+
+// certs makes a throwaway ECDSA P-256 chain: a root (written to ca.pem, the
+// agent's ca_file), an intermediate, and a leaf for 127.0.0.1. The server
+// sends leaf and intermediate, as public servers do.
+func (d *daemonBench) certs() (caFile string, chain tls.Certificate, err error) {
+	now := time.Now()
+	mk := func(cn string, ca bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, serial int64) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: cn, Organization: []string{"ota-agent bench"}},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+		}
+		if ca {
+			tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+			tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+		} else {
+			tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+		}
+		if parent == nil {
+			parent, parentKey = tmpl, key
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cert, err := x509.ParseCertificate(der)
+		return cert, key, der, err
+	}
+	root, rootKey, rootDER, err := mk("bench root", true, nil, nil, 1)
+	if err != nil {
+		return "", chain, err
+	}
+	inter, interKey, interDER, err := mk("bench intermediate", true, root, rootKey, 2)
+	if err != nil {
+		return "", chain, err
+	}
+	_, leafKey, leafDER, err := mk("127.0.0.1", false, inter, interKey, 3)
+	if err != nil {
+		return "", chain, err
+	}
+	caFile = filepath.Join(d.work, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}), 0o644); err != nil {
+		return "", chain, err
+	}
+	return caFile, tls.Certificate{Certificate: [][]byte{leafDER, interDER}, PrivateKey: leafKey}, nil
+}
+
+// ---- the table ----
+
+func printDaemonTable(rs []*daemonResult, n int) {
+	by := map[string]*daemonResult{}
+	for _, r := range rs {
+		by[r.v.name] = r
+	}
+	h, s := by["http"], by["https"]
+	var verdicts []string
+	fmt.Println("| measure | http | https | goal |")
+	fmt.Println("|---|---|---|---|")
+	row := func(measure, goal string, cell func(r *daemonResult) string) {
+		fmt.Printf("| %s | %s | %s | %s |\n", measure, cell(h), cell(s), goal)
+	}
+	row(fmt.Sprintf("idle RSS after the first check (install) / after %d unchanged checks", n), fmt.Sprintf("< %.0f MiB", goalIdleRSSMiB), func(r *daemonResult) string {
+		for _, m := range []struct {
+			when string
+			kib  int64
+		}{{"after the first check", r.first.rss}, {fmt.Sprintf("after %d checks", n), r.last.rss}} {
+			if kib2mib(m.kib) >= goalIdleRSSMiB {
+				verdicts = append(verdicts, fmt.Sprintf("MISSED: idle RSS of the daemon over %s %s is %.1f MiB (goal < %.0f MiB)", r.v.name, m.when, kib2mib(m.kib), goalIdleRSSMiB))
+			}
+		}
+		return fmt.Sprintf("%.1f / %.1f MiB", kib2mib(r.first.rss), kib2mib(r.last.rss))
+	})
+	row(fmt.Sprintf("of which anonymous (heap, stacks, runtime) / file-backed (the binary), after %d checks", n), "(reference)", func(r *daemonResult) string {
+		return fmt.Sprintf("%.1f / %.1f MiB", kib2mib(r.last.anon), kib2mib(r.last.file))
+	})
+	row(fmt.Sprintf("binary's read-only mappings (text, rodata): resident / touched by the %d checks / mapped", n), "(reference)", func(r *daemonResult) string {
+		ref := "?"
+		if r.textRef >= 0 {
+			ref = fmt.Sprintf("%.1f", kib2mib(r.textRef))
+		}
+		return fmt.Sprintf("%.1f / %s / %.1f MiB", kib2mib(r.textRSS), ref, kib2mib(r.textMapped))
+	})
+	row("peak RSS (VmHWM; the install's download included)", "(reference)", func(r *daemonResult) string {
+		return fmt.Sprintf("%.1f MiB", kib2mib(r.last.hwm))
+	})
+	cpu := func(r *daemonResult) string {
+		return fmt.Sprintf("%.2f ms (utime+stime: %.1f ms)", float64(r.cpu.ns)/1e6/float64(r.checks), float64(r.cpu.ticks)*1000/userHZ/float64(r.checks))
+	}
+	row("CPU per unchanged check, new connection each", "(reference)", cpu)
+	row("CPU per unchanged check, no session tickets (full handshake)", "(reference)", func(r *daemonResult) string {
+		if !r.v.tls {
+			return "-"
+		}
+		return cpu(by["https, no session tickets"])
+	})
+	row("CPU per unchanged check, keep-alive", "(reference)", func(r *daemonResult) string {
+		return cpu(by[r.v.name+", keep-alive"])
+	})
+	row("the first check (install): requests / body bytes / connections", "2 / release + version", func(r *daemonResult) string {
+		return fmt.Sprintf("%d / %d B / %d", r.install.requests, r.install.body, r.install.conns)
+	})
+	row("requests per unchanged check: conditional / 304 / body bytes", "1: conditional, 304, 0 B", func(r *daemonResult) string {
+		w := r.wire
+		for _, rr := range rs {
+			ww := rr.wire
+			if ww.requests != int64(rr.checks) || ww.conditional != ww.requests || ww.status304 != ww.requests || ww.body != 0 {
+				verdicts = append(verdicts, fmt.Sprintf("MISSED: %s: %d unchanged checks made %d requests, %d conditional, %d answered 304, %d body bytes (goal: one conditional request per check, 304, no body)",
+					rr.v.name, rr.checks, ww.requests, ww.conditional, ww.status304, ww.body))
+			}
+		}
+		return fmt.Sprintf("%s: %s / %s / %s B", per(w.requests, r.checks), per(w.conditional, r.checks), per(w.status304, r.checks), per(w.body, r.checks))
+	})
+	wire := func(r *daemonResult) string {
+		w := r.wire
+		hs := ""
+		if r.v.tls {
+			hs = fmt.Sprintf(", handshakes %s full + %s resumed", per(w.full, r.checks), per(w.resumed, r.checks))
+		}
+		return fmt.Sprintf("%d B (up %d + down %d; %s conn%s), %s", (w.recv+w.sent)/int64(r.checks), w.recv/int64(r.checks), w.sent/int64(r.checks), per(w.conns, r.checks), hs, r.proto)
+	}
+	row("bytes on the wire per unchanged check, new connection each (https: resumed)", "(reference)", func(r *daemonResult) string {
+		if r.v.tls && r.wire.resumed != r.wire.conns {
+			verdicts = append(verdicts, fmt.Sprintf("MISSED: %s: %d of %d connections resumed their TLS session (goal: all)", r.v.name, r.wire.resumed, r.wire.conns))
+		}
+		return wire(r)
+	})
+	row("bytes on the wire per unchanged check, server without session tickets (full handshake)", "(reference)", func(r *daemonResult) string {
+		if !r.v.tls {
+			return "-"
+		}
+		return wire(by["https, no session tickets"])
+	})
+	row("bytes on the wire per unchanged check, keep-alive", "(reference)", func(r *daemonResult) string {
+		return wire(by[r.v.name+", keep-alive"])
+	})
+	row("bytes on the wire per unchanged check, new connection each, X25519 without ML-KEM (GODEBUG=tlsmlkem=0)", "(reference)", func(r *daemonResult) string {
+		if !r.v.tls {
+			return "-"
+		}
+		return wire(by["https, tlsmlkem=0"])
+	})
+	fmt.Println()
+	fmt.Printf("Bytes are TCP payload counted at the server's socket (TLS records included; not TCP/IP headers: a new connection adds about 7 packets of those). ")
+	fmt.Printf("CPU is the daemon's on-CPU time over the %d checks (schedstat, ns), idle time between them included, divided by %d; utime+stime counts 10 ms ticks.\n", n, n)
+	late := 0
+	for _, r := range rs {
+		late += r.late
+	}
+	if late > 0 {
+		fmt.Printf("Note: %d samples were taken after the next check had begun (a loaded machine): their figures may include part of that check.\n", late)
+	}
+	if len(verdicts) == 0 {
+		fmt.Println("All goals met.")
+	}
+	for _, v := range verdicts {
+		fmt.Println(v)
+	}
+	fmt.Println()
+}
+
+// per formats n/checks: an integer when it divides evenly.
+func per(n int64, checks int) string {
+	if n%int64(checks) == 0 {
+		return strconv.FormatInt(n/int64(checks), 10)
+	}
+	return strconv.FormatFloat(float64(n)/float64(checks), 'f', 2, 64)
+}
