@@ -96,11 +96,12 @@ type QemuImage struct {
 // The image is built once per recipe (the rootfs's, plus what is listed
 // above) and cached beside the rootfs as qemu-<hash>.img, .vmlinuz and
 // .initrd, under the same flock discipline as Rootfs; a build takes about
-// 5 s on top of the rootfs's (about a minute). Each call copies the image (reflinked where
-// the filesystem can, sparse otherwise: about 350 MB of data).
+// 5 s on top of the rootfs's (about a minute). Each call copies the image
+// (reflinked where the filesystem can, sparse otherwise: about 350 MB of
+// data, under a second).
 //
-// It needs Linux, root, debootstrap, chroot, mkfs.ext4, debugfs and
-// qemu-system-x86_64; without them the test is skipped, or fails when CI is
+// It needs Linux, root, debootstrap, chroot, e2fsprogs (mkfs.ext4, e2fsck,
+// debugfs) and qemu-system-x86_64; without them the test is skipped, or fails when CI is
 // "true" (Require), as it does when the build fails.
 func NewQemuImage(t testing.TB, include ...string) *QemuImage {
 	t.Helper()
@@ -798,7 +799,9 @@ func (vm *QemuVM) SerialLog() string {
 
 // WaitSerial waits until re matches the serial console's output after the
 // previous match, and returns the match and its submatches (as
-// FindStringSubmatch). It fails when ctx ends or QEMU exits first.
+// FindStringSubmatch). It fails when ctx ends or QEMU exits first. The
+// console is written a byte at a time: end re with \n to match whole lines
+// only.
 func (vm *QemuVM) WaitSerial(ctx context.Context, re *regexp.Regexp) ([]string, error) {
 	for {
 		select {
@@ -841,6 +844,19 @@ func (vm *QemuVM) matchSerial(re *regexp.Regexp) []string {
 	}
 	vm.serialPos += loc[1]
 	return m
+}
+
+// guestStall is what the guest kernel prints when a CPU made no progress
+// for 20 s or more (soft lockup, RCU stall).
+var guestStall = regexp.MustCompile(`soft lockup - CPU#\d+ stuck|rcu: INFO: rcu_\w+ (self-detected )?stall|rcu_\w+ kthread starved`)
+
+// GuestStalled reports whether the guest kernel has reported a stalled CPU
+// on the console. Under TCG on an overloaded host a guest very rarely hangs
+// this way while booting (both vCPUs spinning, seen about once in 150
+// boots); it is the emulation's failure, not the software's under test, and
+// tests may power-cycle the VM (Kill, StartQemu) and go on.
+func (vm *QemuVM) GuestStalled() bool {
+	return guestStall.MatchString(vm.SerialLog())
 }
 
 // Events returns the QMP events so far, oldest first.
