@@ -594,16 +594,7 @@ func qemuWatchdogReset(t *testing.T, bin string, v1, v2 qemuRelease) bool {
 	if check1.kv["app"] != "v1" || check1.kv["state"] != "v1" || check1.kv["published"] != "v2" {
 		t.Fatalf("boot 1 before the update: %s, want app=v1 state=v1 published=v2", check1.line)
 	}
-	// The boot-time update installs v2, arms the watchdog, and returns; the
-	// app starts on v2 while the watchdog counts down.
-	app1, ok := wait("app", qemuStepTimeout)
-	if !ok {
-		return false
-	}
-	if app1.kv["boot"] != check1.kv["boot"] || app1.kv["sees"] != "v2" || app1.kv["release"] != "v2" || app1.kv["armed"] == "0" {
-		t.Errorf("boot 1 app: %s, want boot=%s release=v2 sees=v2, the watchdog armed", app1.line, check1.kv["boot"])
-	}
-
+	// The boot-time update installs v2 and arms the watchdog.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	wd, err := vm.WaitEvent(ctx, "WATCHDOG")
@@ -641,6 +632,19 @@ func qemuWatchdogReset(t *testing.T, bin string, v1, v2 qemuRelease) bool {
 	if app2.kv["boot"] != check2.kv["boot"] || app2.kv["sees"] != "v2" || app2.kv["release"] != "v2" || app2.kv["armed"] != "0" {
 		t.Errorf("boot 2 app: %s, want boot=%s release=v2 sees=v2 armed=0", app2.line, check2.kv["boot"])
 	}
+	// Whether the app started in boot 1, between the update and the reset:
+	// today it does, as update returns once the watchdog is armed. If it
+	// did, it must have run v2, whole.
+	var early []qemuRecord
+	for _, r := range qemuRecords(vm.SerialLog()) {
+		if r.kind == "app" && r.kv["boot"] == check1.kv["boot"] {
+			early = append(early, r)
+			if r.kv["sees"] != "v2" || r.kv["release"] != "v2" || r.kv["armed"] == "0" {
+				t.Errorf("boot 1 app: %s, want release=v2 sees=v2, the watchdog armed", r.line)
+			}
+		}
+	}
+	t.Logf("in boot 1 the app started %d times before the watchdog reset", len(early))
 	qctx, qcancel := context.WithTimeout(context.Background(), time.Minute)
 	defer qcancel()
 	if err := vm.Quit(qctx); err != nil {
@@ -679,9 +683,9 @@ func qemuWatchdogReset(t *testing.T, bin string, v1, v2 qemuRelease) bool {
 		t.Fatal(err)
 	}
 	recs := qemuRecords(string(b))
-	if len(recs) != 2 || recs[0].kv["boot"] != check1.kv["boot"] || recs[1].kv["boot"] != check2.kv["boot"] ||
-		recs[1].kv["sees"] != "v2" || recs[1].kv["release"] != "v2" {
-		t.Errorf("%s on the disk:\n%s\nwant the app started once in boot 1 and once in boot 2, on v2", qemuAppLog, b)
+	if n := len(recs); n != len(early)+1 || recs[n-1].kv["boot"] != check2.kv["boot"] ||
+		recs[n-1].kv["sees"] != "v2" || recs[n-1].kv["release"] != "v2" {
+		t.Errorf("%s on the disk:\n%s\nwant %d starts in boot 1, then one in boot 2, on v2", qemuAppLog, b, len(early))
 	}
 	return true
 }
