@@ -101,8 +101,10 @@ func TestHardResetWatchdog(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"armed", nil, "watchdog /dev/wd9"},
-		{"busy falls back to systemd", reset.ErrWatchdogBusy, "watchdog /dev/wd9,reboot.target"},
+		// Armed: it waits for the reset; a board still up after the
+		// watchdog's timeout plus grace gets reboot(2).
+		{"armed", nil, "watchdog /dev/wd9,reboot(2)"},
+		{"busy falls back to systemd", reset.ErrWatchdogBusy, "watchdog /dev/wd9,reboot.target,reboot(2)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +112,7 @@ func TestHardResetWatchdog(t *testing.T) {
 			srv := cliServer(t, "v2", nil)
 			cfg := hardConfig(t, dir, map[string]string{"one": srv.URL}, "hard_reset = \"watchdog\"\nwatchdog_device = \"/dev/wd9\"")
 			grace := make(chan time.Time, 1)
+			grace <- time.Now()
 			m := fakeMachine(t, tt.err, grace)
 			rebootViaSystemd = func(ctx context.Context, bus reset.Bus) error {
 				m.calls = append(m.calls, "reboot.target")
@@ -123,7 +126,6 @@ func TestHardResetWatchdog(t *testing.T) {
 				}
 				return fireOnce(ctx, dev, log)
 			}
-			rebootNow = func() error { return nil }
 			runCLI(t, "update", "--config", cfg)
 			if got := strings.Join(m.calls, ","); got != tt.want {
 				t.Errorf("hard reset steps = %s, want %s", got, tt.want)

@@ -41,7 +41,8 @@ var (
 // all switched by now): with the hardware watchdog if the first of them
 // asks for it and the device is free, else through systemd's reboot.target,
 // which stops every unit cleanly. If the board is still up after grace, it
-// falls back to the watchdog, then to reboot(2). Once the reboot is asked
+// falls back to the watchdog, then to reboot(2). With the watchdog armed it
+// waits for the reset (its timeout plus grace), then falls back to reboot(2). Once the reboot is asked
 // for, the end of ctx (SIGTERM: systemd stopping the agent on its way down)
 // means the reboot is under way: hardReset returns nil at once, so the
 // clean shutdown is not held up and no fallback fires in the middle of it.
@@ -62,7 +63,18 @@ func hardReset(ctx context.Context, apps []agent.App, names []string, grace time
 	if first.HardReset == "watchdog" {
 		got, err := fireWatchdog(ctx, device, log)
 		if err == nil {
-			log.Warn().Dur("timeout", got).Msg("watchdog armed and no longer fed: the board resets when it expires")
+			// Wait for the reset rather than return: at boot, returning
+			// would let the app start on the new release only to be
+			// killed by the reset moments later.
+			select {
+			case <-stopping:
+				return nil
+			case <-afterGrace(got + grace):
+			}
+			log.Error().Dur("waited", got+grace).Msg("still running after the watchdog should have reset the board")
+			if err := rebootNow(); err != nil {
+				return fmt.Errorf("reboot(2): %w", err)
+			}
 			return nil
 		}
 		if errors.Is(err, reset.ErrWatchdogBusy) {
