@@ -68,7 +68,7 @@ func CheckPath(p string) error {
 	}
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {
-			return fmt.Errorf("%w: %q climbs out with ..", ErrBadPath, Quote(p))
+			return fmt.Errorf("%w: %q has a \"..\" component", ErrBadPath, Quote(p))
 		}
 	}
 	for i := 0; i < len(p); i++ {
