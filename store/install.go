@@ -58,7 +58,7 @@ func (s *Store) Install(st *Stage) (State, error) {
 	j.State = State{Version: st.version, InstalledAt: time.Now().UTC(), Install: s.mode, Previous: cur.Version, Files: files}
 	j.State.Releases = keptReleases(j.Backup, cur.Releases, s.keep)
 	if s.mode == Symlink {
-		err = s.installSymlink(&j, cur)
+		err = s.installSymlink(&j)
 	} else {
 		err = s.installInPlace(&j)
 	}
@@ -447,7 +447,7 @@ func (s *Store) tmpLink() string { return s.appDir + ".ota-new" }
 // installSymlink moves the staged tree to releases/<version>/ and points
 // app_dir at it with one rename. A real directory at app_dir is swapped
 // with the new symlink atomically (RENAME_EXCHANGE) and kept as a release.
-func (s *Store) installSymlink(j *journal, cur State) error {
+func (s *Store) installSymlink(j *journal) error {
 	rel := filepath.Join(s.releasesDir(), j.To)
 	if target, _ := os.Readlink(s.appDir); target == rel {
 		return s.writeJournal(j) // already live (state was lost): just record it

@@ -123,9 +123,6 @@ func (st *Stage) rewriteIndex() error {
 	return WriteFile(filepath.Join(st.dir, indexName), buf.Bytes(), 0o600)
 }
 
-// Version is the release being staged.
-func (st *Stage) Version() string { return st.version }
-
 // Have returns the staged file at path if an earlier run completed it.
 func (st *Stage) Have(path string) (File, bool) {
 	f, ok := st.files[path]
