@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -71,8 +70,6 @@ func codeOf(err error) int {
 		return ExitUpdateAvail
 	case errors.Is(err, agent.ErrUnreachable):
 		return ExitTempFail
-	case errors.Is(err, context.Canceled):
-		return ExitFailed
 	}
 	return ExitFailed
 }
