@@ -15,9 +15,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // Options configures Handler.
@@ -42,8 +44,10 @@ const maxETags = 4096
 // path component starting with '.'), special files, and anything that would
 // resolve outside dir — "..", symlinks leading out — are 404, indistinguishable
 // from a missing file. Responses carry a strong ETag (the SHA-256 of the
-// content, computed on first use and cached while size and mtime stay the
-// same), Last-Modified and Content-Length, and honour If-None-Match,
+// content, computed on first use and cached while the file is provably the
+// same: same inode, size, mtime and ctime, and last changed a while before
+// it was hashed; a file replaced by one of the same size and mtime gets a
+// new tag), Last-Modified and Content-Length, and honour If-None-Match,
 // If-Modified-Since and Range.
 //
 // dir is opened anew for each request, so replacing it (for example a
@@ -63,7 +67,7 @@ func Handler(dir string, opts Options) (http.Handler, error) {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	root.Close()
-	h := &handler{dir: dir, log: opts.Log, etags: make(map[string]*etagEntry)}
+	h := &handler{dir: dir, log: opts.Log, etags: make(map[string]*etagEntry), racy: racyWindow}
 	if opts.User != "" {
 		h.auth = true
 		h.user = sha256.Sum256([]byte(opts.User))
@@ -79,8 +83,10 @@ type handler struct {
 	// Hashes, so the constant-time compare does not leak the lengths either.
 	user, password [sha256.Size]byte
 
-	mu    sync.Mutex
-	etags map[string]*etagEntry
+	mu     sync.Mutex
+	etags  map[string]*etagEntry
+	racy   time.Duration // racyWindow; tests shorten it
+	hashes atomic.Int64  // files hashed, for tests
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -124,7 +130,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer f.Close()
-	etag, err := h.etag(name, f, fi)
+	etag, err := h.etag(name, f)
 	if err != nil {
 		http.Error(w, "500 internal server error", http.StatusInternalServerError)
 		return err
@@ -197,33 +203,81 @@ func (h *handler) open(name string) (*os.File, os.FileInfo, error) {
 	return f, fi, nil
 }
 
+// racyWindow is how long after a file's last change its cached hash is not
+// trusted. The kernel stamps ctime from a clock that ticks every few
+// milliseconds, so a second rewrite within one tick of the first (or of the
+// hash) can leave every stat field as it was; until the file's ctime is
+// this far behind the time it was hashed, each request hashes it again.
+const racyWindow = 2 * time.Second
+
+// fileID is what tells one content of a file from another without reading
+// it: a replacement (rename over, cp -p, rsync -a, a tarball's fixed
+// mtimes) changes the inode or the ctime even when size and mtime are kept,
+// and a rewrite in place changes the ctime, which no one can set back.
+type fileID struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64 // nanoseconds since the epoch
+}
+
+// statID returns the fileID of the open file f.
+func statID(f *os.File) (fileID, error) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return fileID{}, err
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := sc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil {
+		return fileID{}, err
+	}
+	if serr != nil {
+		return fileID{}, &os.PathError{Op: "fstat", Path: f.Name(), Err: serr}
+	}
+	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino), size: int64(st.Size),
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, nil
+}
+
 // etagEntry is one cached content hash. done is closed once tag or err is set,
 // so concurrent first requests for a new file hash it only once.
 type etagEntry struct {
-	size    int64
-	modTime time.Time
-	done    chan struct{}
-	tag     string
-	err     error
+	id       fileID
+	hashedAt time.Time // when hashing started
+	done     chan struct{}
+	tag      string
+	err      error
 }
 
-// etag returns the quoted SHA-256 of f's content, from the cache when name's
-// size and mtime are those it was computed for. f is left at offset 0.
-func (h *handler) etag(name string, f *os.File, fi os.FileInfo) (string, error) {
+// settled reports whether the file last changed well before it was hashed,
+// so a later change cannot have kept its fileID (see racyWindow).
+func (e *etagEntry) settled(window time.Duration) bool {
+	return time.Unix(0, e.id.ctime).Before(e.hashedAt.Add(-window))
+}
+
+// etag returns the quoted SHA-256 of f's content. The cache answers only
+// while the file's fileID (device, inode, size, mtime, ctime) is the one
+// hashed and the hash is settled; any replacement or rewrite, or a change
+// too recent to tell, costs one hash. f is left at offset 0.
+func (h *handler) etag(name string, f *os.File) (string, error) {
+	id, err := statID(f)
+	if err != nil {
+		return "", err
+	}
 	h.mu.Lock()
 	e := h.etags[name]
-	if e == nil || e.size != fi.Size() || !e.modTime.Equal(fi.ModTime()) {
+	if e == nil || e.id != id || !e.settled(h.racy) {
 		if len(h.etags) >= maxETags {
 			clear(h.etags)
 		}
-		e = &etagEntry{size: fi.Size(), modTime: fi.ModTime(), done: make(chan struct{})}
+		e = &etagEntry{id: id, hashedAt: time.Now(), done: make(chan struct{})}
 		h.etags[name] = e
 		h.mu.Unlock()
+		h.hashes.Add(1)
 		e.tag, e.err = hashFile(f)
 		if e.err == nil {
 			// A file rewritten in place while it was hashed: the hash may
 			// match neither version, so do not keep it.
-			if now, err := f.Stat(); err != nil || now.Size() != e.size || !now.ModTime().Equal(e.modTime) {
+			if now, err := statID(f); err != nil || now != e.id {
 				e.err = fmt.Errorf("%s changed while it was read", name)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -429,4 +430,127 @@ func TestRelPath(t *testing.T) {
 			t.Errorf("relPath(%q) = %q, %v, want %q, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+// A version file replaced by one of the same size and mtime (cp -p, rsync
+// -a, a reproducible-build tarball) gets a new ETag on the next request,
+// whether the cached hash is long settled or only just computed, while an
+// unchanged file is hashed once.
+func TestServeETagReplaced(t *testing.T) {
+	mtime := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	replace := map[string]func(t *testing.T, path, body string){
+		"renamed over": func(t *testing.T, path, body string) {
+			tmp := path + ".new"
+			writeFile(t, tmp, body)
+			chtimes(t, tmp, mtime)
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"rewritten in place, mtime set back": func(t *testing.T, path, body string) {
+			writeFile(t, path, body)
+			chtimes(t, path, mtime)
+		},
+		"cp -p": func(t *testing.T, path, body string) {
+			cp, err := exec.LookPath("cp")
+			if err != nil {
+				t.Skip("no cp")
+			}
+			src := filepath.Join(t.TempDir(), "version")
+			writeFile(t, src, body)
+			chtimes(t, src, mtime)
+			if out, err := exec.Command(cp, "-p", src, path).CombinedOutput(); err != nil {
+				t.Fatalf("cp -p: %v: %s", err, out)
+			}
+		},
+	}
+	for name, fn := range replace {
+		for _, settled := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s, settled %v", name, settled), func(t *testing.T) {
+				t.Parallel()
+				dir := t.TempDir()
+				path := filepath.Join(dir, "p", "version")
+				writeFile(t, path, "v1.0.1\n")
+				chtimes(t, path, mtime)
+				h, err := Handler(dir, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				hh := h.(*handler)
+				if settled {
+					// As in a daemon up for days: the hash is trusted.
+					hh.racy = 10 * time.Millisecond
+					time.Sleep(50 * time.Millisecond)
+				}
+				srv := httptest.NewServer(h)
+				t.Cleanup(srv.Close)
+				url := srv.URL + "/p/version"
+
+				resp, body := get(t, url, nil)
+				etag, lastMod := resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+				if resp.StatusCode != 200 || body != "v1.0.1\n" || etag != sha(body) {
+					t.Fatalf("Get(%q) = %d %q ETag %s, want 200 v1.0.1", url, resp.StatusCode, body, etag)
+				}
+				cond := map[string]string{"If-None-Match": etag, "If-Modified-Since": lastMod}
+				if resp, _ := get(t, url, cond); resp.StatusCode != 304 {
+					t.Fatalf("conditional Get(%q) before the change = %d, want 304", url, resp.StatusCode)
+				}
+				if settled && hh.hashes.Load() != 1 {
+					t.Errorf("an unchanged, settled file was hashed %d times, want 1", hh.hashes.Load())
+				}
+
+				fn(t, path, "v1.0.2\n")
+				fi, err := os.Stat(path)
+				if err != nil || fi.Size() != 7 || !fi.ModTime().Equal(mtime) {
+					t.Fatalf("replaced version: %v, %v; want the same size and mtime", fi, err)
+				}
+				resp, body = get(t, url, cond)
+				if resp.StatusCode != 200 || body != "v1.0.2\n" || resp.Header.Get("ETag") != sha(body) {
+					t.Errorf("conditional Get(%q) after the change = %d %q ETag %s, want 200 v1.0.2 and its tag",
+						url, resp.StatusCode, body, resp.Header.Get("ETag"))
+				}
+				if resp.Header.Get("Last-Modified") != lastMod {
+					t.Errorf("Last-Modified = %q, want %q as before (same mtime)", resp.Header.Get("Last-Modified"), lastMod)
+				}
+				// The new tag is cached as the old one was: a 304 for it.
+				if resp, _ := get(t, url, map[string]string{"If-None-Match": sha("v1.0.2\n")}); resp.StatusCode != 304 {
+					t.Errorf("conditional Get(%q) with the new tag = %d, want 304", url, resp.StatusCode)
+				}
+			})
+		}
+	}
+}
+
+func chtimes(t *testing.T, path string, mtime time.Time) {
+	t.Helper()
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha(body string) string {
+	sum := sha256.Sum256([]byte(body))
+	return `"` + hex.EncodeToString(sum[:]) + `"`
+}
+
+// get sends a GET with header and returns the response with its body read.
+func get(t *testing.T, url string, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
 }
