@@ -61,20 +61,26 @@ func TestNoSpace(t *testing.T) {
 	tests := []struct {
 		name string
 		want int64 // announced size
+		stop string
 	}{
-		{"announced", big},
-		{"size unknown, the disk fills up", -1},
+		{"announced", big, "needs 16.0 MiB"},
+		// Stopped with the margin left, not by ENOSPC.
+		{"size unknown", -1, "stopped after"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st, err := s.Stage("v1")
 			mustDo(t, "Stage", err)
 			defer st.Close()
-			_, err = st.Write("lib/big.bin", io.LimitReader(zeros{}, big), tt.want, 1<<30)
-			if !errors.Is(err, ErrNoSpace) {
-				t.Fatalf("Write(16 MiB, announced %d) on 8 MiB = %v, want %v", tt.want, err, ErrNoSpace)
+			body := &freeWatcher{t: t, dir: fsDir, r: io.LimitReader(zeros{}, big), min: free}
+			_, err = st.Write("lib/big.bin", body, tt.want, 1<<30)
+			if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), tt.stop) {
+				t.Fatalf("Write(16 MiB, announced %d) on 8 MiB = %v, want %v (%s)", tt.want, err, ErrNoSpace, tt.stop)
 			}
-			t.Logf("Write refused: %v", err)
+			t.Logf("Write refused: %v; least free space seen: %d KiB", err, body.min>>10)
+			if body.min < minFree {
+				t.Errorf("free space fell to %d bytes during the Write, want at least the margin %d", body.min, minFree)
+			}
 			if got := files(t, filepath.Join(s.stagingDir(), "v1")); len(got) != 1 {
 				t.Errorf("after a Write that ran out of space, staging holds %v, want the index only", sortedKeys(got))
 			}
@@ -96,6 +102,36 @@ func TestOpenCrossDevice(t *testing.T) {
 	if !errors.Is(err, ErrCrossDevice) {
 		t.Errorf("Open(state on a tmpfs, app elsewhere) = %v, want %v", err, ErrCrossDevice)
 	}
+}
+
+// A body of unknown length that fits is written whole: the growing-file
+// check leaves room for everything but the margin.
+func TestWriteUnknownLengthFits(t *testing.T) {
+	fsDir := smallFS(t)
+	s, err := Open(filepath.Join(fsDir, "state", "app"), filepath.Join(fsDir, "app"), Options{})
+	mustDo(t, "Open", err)
+	st, err := s.Stage("v1")
+	mustDo(t, "Stage", err)
+	defer st.Close()
+	size := freeBytes(t, fsDir) - minFree - 256<<10
+	f, err := st.Write("big.bin", io.LimitReader(zeros{}, size), -1, 1<<30)
+	if err != nil || f.Size != size {
+		t.Fatalf("Write(%d bytes, size unknown) with %d free = %+v, %v; want it written", size, freeBytes(t, fsDir), f, err)
+	}
+}
+
+// freeWatcher passes r on and notes the least free space on dir seen
+// between the writes of the body.
+type freeWatcher struct {
+	t   *testing.T
+	dir string
+	r   io.Reader
+	min int64
+}
+
+func (w *freeWatcher) Read(p []byte) (int, error) {
+	w.min = min(w.min, freeBytes(w.t, w.dir))
+	return w.r.Read(p)
 }
 
 type zeros struct{}

@@ -145,8 +145,12 @@ func (st *Stage) Close() error { return st.index.Close() }
 // Write streams r into the staged file at path, hashing as it goes, in
 // constant memory. want is the announced size (-1 if unknown): fewer bytes
 // fail with ErrTruncated. More than max bytes fail with ErrTooLarge. The
-// file gets the owner and mode it will have in the app (see Install), is
-// fsynced, and only then recorded in the index; on any error it is removed.
+// free space is checked before writing when want is known (CheckFree) and
+// as the file grows in any case: a write that would leave less than
+// minFree on the filesystem fails with ErrNoSpace, so a body of unknown
+// length never fills the disk. The file gets the owner and mode it will
+// have in the app (see Install), is fsynced, and only then recorded in the
+// index; on any error it is removed.
 func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) {
 	if err := wire.CheckPath(path); err != nil {
 		return File{}, err
@@ -178,8 +182,10 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	}
 	h := sha256.New()
 	crashPoint("write staged " + path)
-	n, err := copyHashing(f, h, io.LimitReader(r, max+1))
+	n, err := copyHashing(&spaceGuard{s: st.s, w: f}, h, io.LimitReader(r, max+1))
 	switch {
+	case errors.Is(err, ErrNoSpace):
+		return fail(fmt.Errorf("%s: %w", dst, err))
 	case errors.Is(err, unix.ENOSPC):
 		return fail(fmt.Errorf("%s: %w: the disk filled up after %d bytes", dst, ErrNoSpace, n))
 	case err != nil:
@@ -226,20 +232,69 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	return file, nil
 }
 
+// minFree is the free space a download always leaves on the state dir's
+// filesystem, whether or not its length was announced: the board keeps
+// room for its logs and for the switch's own small writes.
+const minFree = 4 << 20
+
+// freeCheckStep is how many bytes a download writes between two looks at
+// the free space (at most; less when the margin comes near).
+const freeCheckStep = 4 << 20
+
 // CheckFree fails with ErrNoSpace unless the state dir's filesystem has
-// need bytes free plus a margin (so the download never fills the card).
+// need bytes free plus a margin of minFree and a tenth of need (so the
+// download never fills the card).
 func (s *Store) CheckFree(need int64) error {
-	var fsst unix.Statfs_t
-	if err := unix.Statfs(s.dir, &fsst); err != nil {
-		return &os.PathError{Op: "statfs", Path: s.dir, Err: err}
+	free, err := s.free()
+	if err != nil {
+		return err
 	}
-	free := int64(fsst.Bavail) * int64(fsst.Bsize)
-	margin := int64(4<<20) + need/10
+	margin := int64(minFree) + need/10
 	if free < need+margin {
 		return fmt.Errorf("%w: needs %s on the filesystem of %s (with a margin of %s), %s free",
 			ErrNoSpace, mib(need), s.dir, mib(margin), mib(free))
 	}
 	return nil
+}
+
+// free is the space available to unprivileged writers on the state dir's
+// filesystem (root may dig into the reserved blocks; the agent does not).
+func (s *Store) free() (int64, error) {
+	var fsst unix.Statfs_t
+	if err := unix.Statfs(s.dir, &fsst); err != nil {
+		return 0, &os.PathError{Op: "statfs", Path: s.dir, Err: err}
+	}
+	return int64(fsst.Bavail) * int64(fsst.Bsize), nil
+}
+
+// spaceGuard writes to w while at least minFree stays free on the store's
+// filesystem, so a body of unknown length (or a disk another writer fills)
+// stops the download with ErrNoSpace before the disk is full. It looks at
+// the free space again whenever the bytes written since the last look
+// would reach what that look allowed (at most freeCheckStep).
+type spaceGuard struct {
+	s       *Store
+	w       io.Writer
+	written int64 // bytes written in all
+	allowed int64 // bytes that may still be written before the next look
+}
+
+func (g *spaceGuard) Write(p []byte) (int, error) {
+	if int64(len(p)) > g.allowed {
+		free, err := g.s.free()
+		if err != nil {
+			return 0, err
+		}
+		if free-int64(len(p)) < minFree {
+			return 0, fmt.Errorf("%w: stopped after %s: %s free on the filesystem of %s, and %s must stay free",
+				ErrNoSpace, mib(g.written), mib(free), g.s.dir, mib(minFree))
+		}
+		g.allowed = min(free-minFree, max(freeCheckStep, int64(len(p))))
+	}
+	n, err := g.w.Write(p)
+	g.written += int64(n)
+	g.allowed -= int64(n)
+	return n, err
 }
 
 func mib(n int64) string {
