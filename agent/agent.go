@@ -115,11 +115,16 @@ func New(app App, o Options) (*Agent, error) {
 func (a *Agent) App() App { return a.app }
 
 func (a *Agent) open() (*store.Store, error) {
-	s, err := store.Open(a.app.StateDir(), a.app.AppDir, store.Options{Mode: a.app.Install, KeepReleases: a.app.KeepReleases, Log: a.log})
-	if errors.Is(err, store.ErrCrossDevice) {
-		return nil, &ConfigError{App: a.app.Name, Key: "state_dir", Msg: err.Error()}
+	return store.Open(a.app.StateDir(), a.app.AppDir, store.Options{Mode: a.app.Install, KeepReleases: a.app.KeepReleases, Log: a.log})
+}
+
+// layoutError makes an app dir that cannot be switched where it is (a
+// read-only mount) the configuration error it is.
+func (a *Agent) layoutError(err error) error {
+	if errors.Is(err, store.ErrLayout) {
+		return &ConfigError{App: a.app.Name, Key: "app_dir", Msg: err.Error()}
 	}
-	return s, err
+	return err
 }
 
 // remoteVersion fetches and validates the published version tag: the whole
@@ -275,6 +280,10 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 			return res, err
 		}
 	}
+	// What would stop the switch half-way is found before the download.
+	if err := s.Preflight(a.app.Files); err != nil {
+		return res, a.layoutError(err)
+	}
 	a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Msg("update available: downloading")
 	stage, err := s.Stage(res.Remote)
 	if err != nil {
@@ -331,6 +340,7 @@ func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage
 		}
 	}
 	_, err := s.Install(stage)
+	err = a.layoutError(err)
 	if wasActive {
 		// After a failed switch this starts the old release again.
 		if serr := a.reset.Start(ctx); serr != nil {

@@ -8,14 +8,15 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ota-agent/ota-agent/wire"
 )
 
-// journal records a switch before its first rename, so that a crash or a
-// power cut at any later instant is finished (or undone) by Recover.
+// journal records a switch before it changes the app, so that a crash or
+// a power cut at any later instant is finished (or undone) by Recover.
 type journal struct {
 	Schema int    `json:"schema"`
 	Mode   string `json:"mode"`
@@ -25,15 +26,25 @@ type journal struct {
 	// switch displaces: replaced files (in-place) or a real app dir (symlink).
 	Backup string `json:"backup"`
 	State  State  `json:"state"` // written when the switch is complete
+	Old    State  `json:"old"`   // the state before, put back by a rollback
+	plan          // in-place: what else the switch changes
+	// Back is set once the switch is being undone: Recover goes on
+	// undoing it rather than try the way that failed again.
+	Back bool `json:"back,omitempty"`
+	// Failed says why the last attempt to finish or undo the switch
+	// failed: `status` shows it until a later attempt succeeds.
+	Failed string `json:"failed,omitempty"`
 }
 
 // ErrNothingStaged is returned by Install for a stage without files.
 var ErrNothingStaged = errors.New("no files staged")
 
 // Install switches the staged release into the app and records it in
-// state.json. A crash at any instant leaves the old or the new release
-// complete, and Recover (run at the next start) finishes the switch.
-// The stage is consumed; the new State is returned.
+// state.json. It is all or nothing: on an error the app is left whole on
+// the old release (the error says so) and the stage is kept for the next
+// run; a crash at any instant leaves the old or the new release complete,
+// and Recover (run at the next start) finishes or undoes the switch. On
+// success the stage is consumed and the new State returned.
 func (s *Store) Install(st *Stage) (State, error) {
 	files := st.Files()
 	if len(files) == 0 {
@@ -47,20 +58,14 @@ func (s *Store) Install(st *Stage) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	// The index stays until the switch is done: should Recover roll it
-	// back, the files return to staging and are reused by the next run.
+	// The index stays until the switch is done: should it be undone, the
+	// staged files are reused by the next run.
 	st.Close()
-	j := journal{Schema: SchemaVersion, Mode: s.mode, From: cur.Version, To: st.version}
-	j.Backup = cur.Version
-	if j.Backup == "" || j.Backup == st.version {
-		j.Backup = "_before-" + st.version // '_' cannot start a tag: no clash
-	}
-	j.State = State{Version: st.version, InstalledAt: time.Now().UTC(), Install: s.mode, Previous: cur.Version, Files: files}
-	j.State.Releases = keptReleases(j.Backup, cur.Releases, s.keep)
+	j := s.newJournal(cur, st.version, files)
 	if s.mode == Symlink {
 		err = s.installSymlink(&j)
 	} else {
-		err = s.installInPlace(&j)
+		err = s.installInPlace(&j, cur)
 	}
 	if err != nil {
 		return State{}, err
@@ -74,6 +79,18 @@ func (s *Store) Install(st *Stage) (State, error) {
 		return State{}, err
 	}
 	return j.State, nil
+}
+
+// newJournal is the journal of a switch from cur to release version.
+func (s *Store) newJournal(cur State, version string, files []File) journal {
+	j := journal{Schema: SchemaVersion, Mode: s.mode, From: cur.Version, To: version, Old: cur}
+	j.Backup = cur.Version
+	if j.Backup == "" || j.Backup == version {
+		j.Backup = "_before-" + version // '_' cannot start a tag: no clash
+	}
+	j.State = State{Version: version, InstalledAt: time.Now().UTC(), Install: s.mode, Previous: cur.Version, Files: files}
+	j.State.Releases = keptReleases(j.Backup, cur.Releases, s.keep)
+	return j
 }
 
 // keptReleases is the rollback history, newest first, with at most keep-1
@@ -99,6 +116,8 @@ func (s *Store) writeJournal(j *journal) error {
 	return WriteFile(s.journalPath(), b, 0o600)
 }
 
+// readJournal returns the pending switch, nil if none. Its tags and paths
+// pass the checks the server's get: a journal names directories to write.
 func (s *Store) readJournal() (*journal, error) {
 	b, err := os.ReadFile(s.journalPath())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -112,7 +131,48 @@ func (s *Store) readJournal() (*journal, error) {
 		// WriteFile never leaves a torn journal; this one was edited by hand.
 		return nil, fmt.Errorf("%s is corrupt (%v); move it away to continue", s.journalPath(), err)
 	}
+	if err := j.check(); err != nil {
+		return nil, fmt.Errorf("%s is not a journal ota-agent wrote (%v); move it away to continue", s.journalPath(), err)
+	}
 	return &j, nil
+}
+
+func (j *journal) check() error {
+	if err := wire.CheckTag(j.To); err != nil {
+		return err
+	}
+	if j.From != "" {
+		if err := wire.CheckTag(j.From); err != nil {
+			return err
+		}
+	}
+	if err := wire.CheckTag(strings.TrimPrefix(j.Backup, "_before-")); err != nil {
+		return err
+	}
+	if j.Mode != InPlace && j.Mode != Symlink {
+		return fmt.Errorf("install mode %q", j.Mode)
+	}
+	if err := j.State.check(); err != nil {
+		return err
+	}
+	if err := j.Old.check(); err != nil {
+		return err
+	}
+	for _, p := range append(append(slices.Clone(j.Remove), j.Displaced...), append(rmdirPaths(j.Rmdirs), rmdirPaths(j.Mkdirs)...)...) {
+		if err := wire.CheckPath(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropJournal ends a switch: the journal goes, durably.
+func (s *Store) dropJournal() error {
+	crashPoint("remove journal")
+	if err := os.Remove(s.journalPath()); err != nil {
+		return err
+	}
+	return syncDir(s.dir)
 }
 
 // finish records the new state, then drops the journal and what the
@@ -122,11 +182,7 @@ func (s *Store) finish(j *journal) error {
 	if err := s.writeState(j.State); err != nil {
 		return err
 	}
-	crashPoint("remove journal")
-	if err := os.Remove(s.journalPath()); err != nil {
-		return err
-	}
-	if err := syncDir(s.dir); err != nil {
+	if err := s.dropJournal(); err != nil {
 		return err
 	}
 	// Leftovers, not needed for consistency: a crash here is harmless.
@@ -152,10 +208,11 @@ func (s *Store) prune(st State) {
 	}
 }
 
-// Recover finishes a switch that a crash interrupted: forward when every
-// new file is in staging or already in the app, else back to the old
-// release. Without a journal it does nothing. Call it (under the lock)
-// before anything else touches the app.
+// Recover finishes a switch that a crash interrupted, or undoes it when it
+// cannot be finished. Without a journal it does nothing. An error means the
+// app may hold a mix of releases: the journal stays, with the cause (see
+// PendingSwitch), for the next attempt. Call it (under the lock) before
+// anything else touches the app.
 func (s *Store) Recover() error {
 	j, err := s.readJournal()
 	if err != nil || j == nil {
@@ -167,204 +224,20 @@ func (s *Store) Recover() error {
 	return s.recoverInPlace(j)
 }
 
+// Pending is a switch an unfinished journal records: Recover finishes it.
+type Pending struct {
+	From, To string
+	Failed   string // why the last attempt failed, "" if none did
+}
+
 // PendingSwitch reports the switch an unfinished journal in the state dir
-// records ("", "" when none): it is finished by the next Recover.
-func PendingSwitch(stateDir string) (from, to string, err error) {
+// records (nil when none).
+func PendingSwitch(stateDir string) (*Pending, error) {
 	j, err := (&Store{dir: stateDir}).readJournal()
 	if err != nil || j == nil {
-		return "", "", err
-	}
-	return j.From, j.To, nil
-}
-
-// ---- in-place ----
-
-// installInPlace renames each staged file into the app dir, first moving
-// the file it replaces into releases/<backup>/ (for rollback).
-func (s *Store) installInPlace(j *journal) error {
-	// Refuse before the journal what would fail half-way: a directory
-	// where a file goes, a path through a symlink out of the app dir.
-	for _, f := range j.State.Files {
-		if _, err := s.targetMeta(f.Path); err != nil {
-			return err
-		}
-	}
-	// A backup left from an earlier switch away from this version is stale.
-	if err := os.RemoveAll(filepath.Join(s.releasesDir(), j.Backup)); err != nil {
-		return err
-	}
-	sw, err := s.openSwitch(j)
-	if err != nil {
-		return err
-	}
-	defer sw.close()
-	if err := s.writeJournal(j); err != nil {
-		return err
-	}
-	for _, f := range j.State.Files {
-		if err := sw.forward(f.Path); err != nil {
-			return fmt.Errorf("switch %s: %w (the next run of ota-agent finishes the switch)", f.Path, err)
-		}
-	}
-	return nil
-}
-
-func (s *Store) recoverInPlace(j *journal) error {
-	sw, err := s.openSwitch(j)
-	if err != nil {
-		return err
-	}
-	defer sw.close()
-	complete := true
-	for _, f := range j.State.Files {
-		if !sw.isStaged(f.Path) && !sw.appHas(f) {
-			complete = false
-		}
-	}
-	if complete {
-		s.log.Warn().Str("from", j.From).Str("to", j.To).Msg("an interrupted switch is rolled forward")
-		for _, f := range j.State.Files {
-			if err := sw.forward(f.Path); err != nil {
-				return fmt.Errorf("recover %s: %w", f.Path, err)
-			}
-		}
-		return s.finish(j)
-	}
-	s.log.Warn().Str("from", j.From).Str("to", j.To).Msg("new files are missing: an interrupted switch is rolled back")
-	for _, f := range j.State.Files {
-		if err := sw.back(f); err != nil {
-			return fmt.Errorf("roll back %s: %w", f.Path, err)
-		}
-	}
-	crashPoint("remove journal")
-	if err := os.Remove(s.journalPath()); err != nil {
-		return err
-	}
-	return syncDir(s.dir)
-}
-
-// switcher holds the three trees of an in-place switch. The app tree is
-// an os.Root: nothing it does can reach outside the app dir, whatever
-// symlinks are placed in it or swapped in meanwhile.
-type switcher struct {
-	s                   *Store
-	app, staged, backup *os.Root
-	uid, gid            int
-}
-
-func (s *Store) openSwitch(j *journal) (*switcher, error) {
-	backupDir := filepath.Join(s.releasesDir(), j.Backup)
-	stagedDir := filepath.Join(s.stagingDir(), j.To)
-	for _, d := range []string{backupDir, stagedDir} {
-		if err := mkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	sw := &switcher{s: s}
-	var err error
-	if sw.app, err = os.OpenRoot(s.appDir); err != nil {
 		return nil, err
 	}
-	fi, err := sw.app.Stat(".")
-	if err != nil {
-		sw.close()
-		return nil, err
-	}
-	sw.uid, sw.gid = owner(fi)
-	if sw.staged, err = os.OpenRoot(stagedDir); err != nil {
-		sw.close()
-		return nil, err
-	}
-	if sw.backup, err = os.OpenRoot(backupDir); err != nil {
-		sw.close()
-		return nil, err
-	}
-	return sw, nil
-}
-
-func (sw *switcher) close() {
-	for _, r := range []*os.Root{sw.app, sw.staged, sw.backup} {
-		if r != nil {
-			r.Close()
-		}
-	}
-}
-
-func (sw *switcher) isStaged(p string) bool {
-	_, err := sw.staged.Lstat(p)
-	return err == nil
-}
-
-// appHas reports whether the app holds f's new content.
-func (sw *switcher) appHas(f File) bool {
-	fi, err := sw.app.Lstat(f.Path)
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != f.Size {
-		return false
-	}
-	sum, _, err := hashFile(filepath.Join(sw.s.appDir, f.Path))
-	return err == nil && sum == f.SHA256
-}
-
-// forward switches one file: the app's file (if any) into the backup, then
-// the staged file into the app. Each rename is followed by fsyncs of both
-// directories it touched, so it is durable before the next one starts.
-// Idempotent: a file no longer in staging is already switched.
-func (sw *switcher) forward(p string) error {
-	if !sw.isStaged(p) {
-		return nil
-	}
-	dir, base := path.Split(p)
-	appParent, err := openDir(sw.app, dir, sw.uid, sw.gid)
-	if err != nil {
-		return err
-	}
-	defer appParent.Close()
-	stagedParent, err := openDir(sw.staged, dir, -1, -1)
-	if err != nil {
-		return err
-	}
-	defer stagedParent.Close()
-	if _, err := sw.app.Lstat(p); err == nil {
-		backupParent, err := openDir(sw.backup, dir, -1, -1)
-		if err != nil {
-			return err
-		}
-		defer backupParent.Close()
-		if err := renameSync("move old "+p, appParent, base, backupParent, base); err != nil {
-			return err
-		}
-	}
-	return renameSync("move new "+p, stagedParent, base, appParent, base)
-}
-
-// back undoes forward for one file: the new file returns to staging (so a
-// later run can reuse it) and the old one comes back from the backup.
-func (sw *switcher) back(f File) error {
-	dir, base := path.Split(f.Path)
-	appParent, err := openDir(sw.app, dir, sw.uid, sw.gid)
-	if err != nil {
-		return err
-	}
-	defer appParent.Close()
-	if !sw.isStaged(f.Path) && sw.appHas(f) {
-		stagedParent, err := openDir(sw.staged, dir, -1, -1)
-		if err != nil {
-			return err
-		}
-		defer stagedParent.Close()
-		if err := renameSync("unmove new "+f.Path, appParent, base, stagedParent, base); err != nil {
-			return err
-		}
-	}
-	if _, err := sw.backup.Lstat(f.Path); err == nil {
-		backupParent, err := openDir(sw.backup, dir, -1, -1)
-		if err != nil {
-			return err
-		}
-		defer backupParent.Close()
-		return renameSync("unmove old "+f.Path, backupParent, base, appParent, base)
-	}
-	return nil
+	return &Pending{From: j.From, To: j.To, Failed: j.Failed}, nil
 }
 
 // openDir opens dir inside root, creating missing components (0755, owned
@@ -426,141 +299,3 @@ func syncIn(root *os.Root, dir string) error {
 	return nil
 }
 
-// renameSync renames between two open directories, then fsyncs both: the
-// rename is durable before the caller goes on (its fsync pair).
-func renameSync(step string, from *os.File, oldname string, to *os.File, newname string) error {
-	crashPoint(step)
-	if err := unix.Renameat(int(from.Fd()), oldname, int(to.Fd()), newname); err != nil {
-		return fmt.Errorf("rename %s/%s to %s/%s: %w", from.Name(), oldname, to.Name(), newname, err)
-	}
-	crashPoint("fsync after " + step)
-	if err := to.Sync(); err != nil {
-		return err
-	}
-	return from.Sync()
-}
-
-// ---- symlink ----
-
-func (s *Store) tmpLink() string { return s.appDir + ".ota-new" }
-
-// installSymlink moves the staged tree to releases/<version>/ and points
-// app_dir at it with one rename. A real directory at app_dir is swapped
-// with the new symlink atomically (RENAME_EXCHANGE) and kept as a release.
-func (s *Store) installSymlink(j *journal) error {
-	rel := filepath.Join(s.releasesDir(), j.To)
-	if target, _ := os.Readlink(s.appDir); target == rel {
-		return s.writeJournal(j) // already live (state was lost): just record it
-	}
-	if err := mkdirAll(s.releasesDir(), 0o755); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(rel); err != nil {
-		return err
-	}
-	// releases/<backup> receives a real app dir that the switch displaces.
-	// When app_dir is already a symlink nothing is displaced, and
-	// releases/<backup> is the live release: it must stay.
-	if fi, err := os.Lstat(s.appDir); err == nil && fi.IsDir() {
-		if err := os.RemoveAll(filepath.Join(s.releasesDir(), j.Backup)); err != nil {
-			return err
-		}
-	}
-	if err := syncDir(s.releasesDir()); err != nil {
-		return err
-	}
-	// The index must not become part of the release the app sees. Losing
-	// it now only costs a re-download if the switch is undone. The removal
-	// is made durable before the move: the move's fsyncs (releases/,
-	// staging/) do not cover the moved directory's own entries.
-	crashPoint("remove index")
-	if err := os.Remove(filepath.Join(s.stagingDir(), j.To, indexName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if err := syncDir(filepath.Join(s.stagingDir(), j.To)); err != nil {
-		return err
-	}
-	// The whole tree moves with one rename; its files were fsynced in staging.
-	crashPoint("move staged release")
-	if err := os.Rename(filepath.Join(s.stagingDir(), j.To), rel); err != nil {
-		return err
-	}
-	if err := syncDir(s.releasesDir()); err != nil {
-		return err
-	}
-	if err := syncDir(s.stagingDir()); err != nil {
-		return err
-	}
-	if err := s.writeJournal(j); err != nil {
-		return err
-	}
-	return s.pointAt(j, rel)
-}
-
-// pointAt makes app_dir a symlink to rel.
-func (s *Store) pointAt(j *journal, rel string) error {
-	tmp := s.tmpLink()
-	parent := filepath.Dir(s.appDir)
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	crashPoint("create symlink")
-	if err := os.Symlink(rel, tmp); err != nil {
-		return err
-	}
-	if err := syncDir(parent); err != nil {
-		return err
-	}
-	fi, err := os.Lstat(s.appDir)
-	if err == nil && fi.IsDir() {
-		crashPoint("exchange app dir")
-		if err := exchange(tmp, s.appDir); err != nil {
-			return fmt.Errorf("swap %s with a symlink: %w", s.appDir, err)
-		}
-		if err := syncDir(parent); err != nil {
-			return err
-		}
-		return s.keepOldDir(j)
-	}
-	crashPoint("rename symlink")
-	if err := os.Rename(tmp, s.appDir); err != nil {
-		return err
-	}
-	return syncDir(parent)
-}
-
-// keepOldDir moves a real app dir that a switch displaced (now at the
-// temp name) into releases/<backup>/.
-func (s *Store) keepOldDir(j *journal) error {
-	crashPoint("keep old app dir")
-	if err := os.Rename(s.tmpLink(), filepath.Join(s.releasesDir(), j.Backup)); err != nil {
-		return err
-	}
-	if err := syncDir(s.releasesDir()); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(s.appDir))
-}
-
-func (s *Store) recoverSymlink(j *journal) error {
-	if fi, err := os.Lstat(s.tmpLink()); err == nil {
-		if fi.IsDir() {
-			if err := s.keepOldDir(j); err != nil {
-				return err
-			}
-		} else if err := os.Remove(s.tmpLink()); err != nil {
-			return err
-		}
-	}
-	rel := filepath.Join(s.releasesDir(), j.To)
-	if target, _ := os.Readlink(s.appDir); target == rel {
-		s.log.Warn().Str("to", j.To).Msg("an interrupted switch is rolled forward")
-		return s.finish(j)
-	}
-	s.log.Warn().Str("from", j.From).Str("to", j.To).Msg("an interrupted switch is rolled back")
-	crashPoint("remove journal")
-	if err := os.Remove(s.journalPath()); err != nil {
-		return err
-	}
-	return syncDir(s.dir)
-}

@@ -72,14 +72,16 @@ func TestInstallInPlace(t *testing.T) {
 		},
 		{
 			version: "v2", files: v2,
-			app:    map[string]string{"main.py": "v2 main", "lib/util.py": "v1 util", "lib/new/deep.py": "v2 deep", "boot.py": "v1 boot", "settings.toml": "mine", "lib/local.py": "mine too"},
-			backup: "v1", old: map[string]string{"main.py": "v1 main", "lib/util.py": "v1 util"},
+			// boot.py left the release: it moves to the backup.
+			app:    map[string]string{"main.py": "v2 main", "lib/util.py": "v1 util", "lib/new/deep.py": "v2 deep", "settings.toml": "mine", "lib/local.py": "mine too"},
+			backup: "v1", old: map[string]string{"main.py": "v1 main", "lib/util.py": "v1 util", "boot.py": "v1 boot"},
 			kept: []string{"v1"},
 		},
 		{
 			version: "v3", files: v3,
-			app:    map[string]string{"main.py": "v3 main", "lib/util.py": "v1 util", "lib/new/deep.py": "v2 deep", "boot.py": "v1 boot", "settings.toml": "mine", "lib/local.py": "mine too"},
-			backup: "v2", old: map[string]string{"main.py": "v2 main"},
+			// lib/new goes with its only file; lib stays for the user's file.
+			app:    map[string]string{"main.py": "v3 main", "settings.toml": "mine", "lib/local.py": "mine too"},
+			backup: "v2", old: map[string]string{"main.py": "v2 main", "lib/util.py": "v1 util", "lib/new/deep.py": "v2 deep"},
 			kept: []string{"v2"},
 		},
 	}
@@ -108,6 +110,9 @@ func TestInstallInPlace(t *testing.T) {
 			t.Errorf("after Install(%q), staging/%s is left", step.version, step.version)
 		}
 		prev = step.version
+	}
+	if _, err := os.Stat(filepath.Join(s.AppDir(), "lib", "new")); err == nil {
+		t.Errorf("after Install(v3), lib/new is left, emptied of the files that left the release")
 	}
 }
 

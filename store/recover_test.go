@@ -1,11 +1,11 @@
 package store
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
+	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,7 +16,7 @@ import (
 // same with a real SIGKILL at every durable step.
 
 // beginSwitch does what Install does up to the journal: the state is read,
-// the stage's index dropped, the journal (not yet written) made.
+// the stage's index closed, the journal (not yet written) made.
 func beginSwitch(t *testing.T, s *Store, st *Stage) *journal {
 	t.Helper()
 	cur, err := s.State()
@@ -25,16 +25,20 @@ func beginSwitch(t *testing.T, s *Store, st *Stage) *journal {
 	}
 	files := st.Files()
 	st.Close()
-	if err := os.Remove(filepath.Join(st.dir, indexName)); err != nil {
-		t.Fatal(err)
-	}
-	j := &journal{Schema: SchemaVersion, Mode: s.mode, From: cur.Version, To: st.version, Backup: cur.Version}
-	if j.Backup == "" {
-		j.Backup = "_before-" + st.version
-	}
-	j.State = State{Version: st.version, InstalledAt: time.Now().UTC(), Install: s.mode, Previous: cur.Version, Files: files}
-	j.State.Releases = keptReleases(j.Backup, cur.Releases, s.keep)
-	return j
+	j := s.newJournal(cur, st.version, files)
+	return &j
+}
+
+// prepare does what an in-place Install does before its first change to
+// the app: plan, backups, journal.
+func prepare(t *testing.T, s *Store, st *Stage) *switcher {
+	t.Helper()
+	cur, err := s.State()
+	mustDo(t, "State", err)
+	j := beginSwitch(t, s, st)
+	sw, err := s.prepareInPlace(j, cur)
+	mustDo(t, "prepareInPlace", err)
+	return sw
 }
 
 func mustDo(t *testing.T, what string, err error) {
@@ -44,120 +48,148 @@ func mustDo(t *testing.T, what string, err error) {
 	}
 }
 
+// Two releases that change shape both ways: conf is a file in v1 and a
+// directory in v2, x a directory in v1 and a file in v2; gone.py leaves,
+// new/only2.py arrives; shared.py does not change.
 var (
-	recoverV1 = map[string]string{"main.py": "v1 main", "lib/util.py": "v1 util", "shared.py": "same in both"}
-	recoverV2 = map[string]string{"main.py": "v2 main", "lib/util.py": "v2 util", "shared.py": "same in both", "new/only2.py": "v2 only"}
+	recoverV1 = map[string]string{"main.py": "v1 main", "lib/util.py": "v1 util", "shared.py": "same in both",
+		"gone.py": "v1 only", "conf": "v1 conf file", "x/y.py": "v1 x/y"}
+	recoverV2 = map[string]string{"main.py": "v2 main", "lib/util.py": "v2 util", "shared.py": "same in both",
+		"new/only2.py": "v2 only", "conf/a.txt": "v2 conf dir", "x": "v2 x file"}
 )
 
+// overlay is what an in-place app dir holds with mine (files no release
+// has) and release.
+func overlay(mine, release map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range mine {
+		out[k] = v
+	}
+	for k, v := range release {
+		out[k] = v
+	}
+	return out
+}
+
+// An in-place switch from v1 to v2, stopped after each of its steps (as a
+// crash would), is finished by Recover; with a staged file lost (a power
+// cut), it is undone, wherever it stopped and wherever an undo stopped.
 func TestRecoverInPlace(t *testing.T) {
-	// Files in switch order (sorted): lib/util.py, main.py, new/only2.py, shared.py.
-	forwardN := func(n int) func(*testing.T, *Store, *journal, *switcher) {
-		return func(t *testing.T, s *Store, j *journal, sw *switcher) {
-			for _, f := range j.State.Files[:n] {
-				mustDo(t, "forward "+f.Path, sw.forward(f.Path))
+	mine := map[string]string{"mine.txt": "not in a release", "lib/local.py": "mine too"}
+	setup := func(t *testing.T) (*Store, *switcher) {
+		s := newStore(t, InPlace, 2)
+		writeFiles(t, s.AppDir(), mine)
+		install(t, s, "v1", recoverV1)
+		return s, prepare(t, s, stageFiles(t, s, "v2", recoverV2))
+	}
+	_, probe := setup(t)
+	nForward := len(probe.forwardSteps())
+	nBack := len(probe.backSteps())
+	probe.close()
+	if nForward < len(recoverV2)+4 {
+		t.Fatalf("forward has %d steps, want at least the %d files, a removal, two rmdirs and mkdirs", nForward, len(recoverV2))
+	}
+
+	check := func(t *testing.T, s *Store, version string, want map[string]string) {
+		t.Helper()
+		if d := diffTrees(files(t, s.AppDir()), want); d != "" {
+			t.Errorf("after Recover(), app dir (want %s):%s", version, d)
+		}
+		st, err := s.State()
+		if err != nil || st.Version != version {
+			t.Errorf("after Recover(), State() = %q, %v; want %q", st.Version, err, version)
+		}
+		if _, err := os.Stat(s.journalPath()); err == nil {
+			t.Errorf("after Recover(), the journal is still there")
+		}
+		if err := s.Recover(); err != nil {
+			t.Errorf("second Recover() = %v, want nil", err)
+		}
+	}
+	for k := 0; k <= nForward; k++ {
+		t.Run(fmt.Sprintf("forward-%02d", k), func(t *testing.T) {
+			t.Parallel()
+			s, sw := setup(t)
+			mustDo(t, "forward steps", run(sw.forwardSteps()[:k]))
+			sw.close()
+			mustDo(t, "Recover", s.Recover())
+			check(t, s, "v2", overlay(mine, recoverV2))
+			checkState(t, s, "v2", "v1", recoverV2)
+			// What the switch displaced is kept for rollback.
+			kept := files(t, filepath.Join(s.releasesDir(), "v1"))
+			old := map[string]string{"main.py": "v1 main", "lib/util.py": "v1 util", "shared.py": "same in both",
+				"gone.py": "v1 only", "conf": "v1 conf file", "x/y.py": "v1 x/y"}
+			if d := diffTrees(kept, old); d != "" {
+				t.Errorf("after Recover(), releases/v1:%s", d)
 			}
-		}
+		})
+		t.Run(fmt.Sprintf("lost-staged-file-after-%02d", k), func(t *testing.T) {
+			t.Parallel()
+			s, sw := setup(t)
+			mustDo(t, "forward steps", run(sw.forwardSteps()[:k]))
+			sw.close()
+			mustDo(t, "lose", os.Remove(filepath.Join(s.stagingDir(), "v2", "x")))
+			mustDo(t, "Recover", s.Recover())
+			if k == nForward {
+				// x is in the app already: nothing is missing.
+				check(t, s, "v2", overlay(mine, recoverV2))
+				return
+			}
+			check(t, s, "v1", overlay(mine, recoverV1))
+			// The next update goes through.
+			install(t, s, "v2", recoverV2)
+			if d := diffTrees(files(t, s.AppDir()), overlay(mine, recoverV2)); d != "" {
+				t.Errorf("after the next Install(v2), app dir:%s", d)
+			}
+		})
 	}
-	lose := func(p string) func(*testing.T, *Store, *journal, *switcher) {
-		return func(t *testing.T, s *Store, j *journal, sw *switcher) {
-			mustDo(t, "lose "+p, os.Remove(filepath.Join(s.stagingDir(), j.To, p)))
-		}
+	for m := 1; m < nBack; m += 3 {
+		t.Run(fmt.Sprintf("undo-stopped-after-%02d", m), func(t *testing.T) {
+			t.Parallel()
+			s, sw := setup(t)
+			mustDo(t, "forward", sw.forward())
+			// The switch failed: undo marks the journal, then goes back.
+			sw.j.Back = true
+			mustDo(t, "writeJournal", s.writeJournal(sw.j))
+			mustDo(t, "back steps", run(sw.backSteps()[:m]))
+			sw.close()
+			mustDo(t, "lose", os.Remove(filepath.Join(s.stagingDir(), "v2", "main.py")))
+			mustDo(t, "Recover", s.Recover())
+			check(t, s, "v1", overlay(mine, recoverV1))
+		})
 	}
-	tests := []struct {
-		name    string
-		crash   []func(*testing.T, *Store, *journal, *switcher) // what happened before the crash
-		forward bool                                            // Recover must finish (else undo) the switch
-	}{
-		{"journal written, nothing moved", nil, true},
-		{"old file moved aside, new one not yet in", []func(*testing.T, *Store, *journal, *switcher){
-			func(t *testing.T, s *Store, j *journal, sw *switcher) {
-				mustDo(t, "mkdir", os.MkdirAll(filepath.Join(s.releasesDir(), j.Backup, "lib"), 0o755))
-				mustDo(t, "rename", os.Rename(filepath.Join(s.AppDir(), "lib/util.py"), filepath.Join(s.releasesDir(), j.Backup, "lib/util.py")))
-			},
-		}, true},
-		{"two of four files switched", []func(*testing.T, *Store, *journal, *switcher){forwardN(2)}, true},
-		{"all switched, state not written", []func(*testing.T, *Store, *journal, *switcher){forwardN(4)}, true},
-		{"state written, journal not removed", []func(*testing.T, *Store, *journal, *switcher){
-			forwardN(4),
-			func(t *testing.T, s *Store, j *journal, sw *switcher) { mustDo(t, "writeState", s.writeState(j.State)) },
-		}, true},
-		// A power cut can lose a staged file whose directory fsync had not
-		// happened; without every new file the switch cannot go forward.
-		{"a staged file lost, none switched", []func(*testing.T, *Store, *journal, *switcher){lose("main.py")}, false},
-		// The app already holds that file's new content: nothing is missing.
-		{"an unchanged staged file lost", []func(*testing.T, *Store, *journal, *switcher){lose("shared.py")}, true},
-		{"a staged file lost, two switched", []func(*testing.T, *Store, *journal, *switcher){forwardN(2), lose("new/only2.py")}, false},
-		{"a staged file lost, roll back interrupted", []func(*testing.T, *Store, *journal, *switcher){
-			forwardN(2), lose("new/only2.py"),
-			func(t *testing.T, s *Store, j *journal, sw *switcher) {
-				mustDo(t, "back", sw.back(j.State.Files[1]))
-			},
-		}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+}
+
+// A staged file that vanished before the switch (first, in the middle, or
+// last in switch order) fails the switch half-way with a real error: it is
+// undone at once, the app is exactly v1 again, no journal is left, and the
+// next run installs v2.
+func TestInstallUndoneOnError(t *testing.T) {
+	order := sortedKeys(recoverV2)
+	for _, lost := range []string{order[0], order[len(order)/2], order[len(order)-1]} {
+		t.Run(lost, func(t *testing.T) {
 			t.Parallel()
 			s := newStore(t, InPlace, 2)
-			writeFiles(t, s.AppDir(), map[string]string{"mine.txt": "not in a release"})
+			mine := map[string]string{"mine.txt": "not in a release"}
+			writeFiles(t, s.AppDir(), mine)
 			install(t, s, "v1", recoverV1)
-			before := files(t, s.AppDir())
-			stateBefore, _ := s.State()
-			after := files(t, s.AppDir())
-			for p, body := range recoverV2 {
-				after[p] = body
+			before := tree(t, s.AppDir())
+			st := stageFiles(t, s, "v2", recoverV2)
+			mustDo(t, "lose", os.Remove(filepath.Join(s.stagingDir(), "v2", lost)))
+			_, err := s.Install(st)
+			if err == nil || !strings.Contains(err.Error(), lost) || !strings.Contains(err.Error(), "rolled back") {
+				t.Fatalf("Install(v2) with %s gone from staging = %v, want an error naming it and saying it was rolled back", lost, err)
 			}
-
-			j := beginSwitch(t, s, stageFiles(t, s, "v2", recoverV2))
-			mustDo(t, "remove stale backup", os.RemoveAll(filepath.Join(s.releasesDir(), j.Backup)))
-			sw, err := s.openSwitch(j)
-			mustDo(t, "openSwitch", err)
-			mustDo(t, "writeJournal", s.writeJournal(j))
-			for _, step := range tt.crash {
-				step(t, s, j, sw)
-			}
-			sw.close()
-
-			if err := s.Recover(); err != nil {
-				t.Fatalf("Recover() = %v, want nil", err)
-			}
-			want, version := before, "v1"
-			if tt.forward {
-				want, version = after, "v2"
-			}
-			if d := diffTrees(files(t, s.AppDir()), want); d != "" {
-				t.Errorf("after Recover(), app dir (want %s):%s", version, d)
-			}
-			st, _ := s.State()
-			if st.Version != version {
-				t.Errorf("after Recover(), State().Version = %q, want %q", st.Version, version)
+			if d := diffTrees(tree(t, s.AppDir()), before); d != "" {
+				t.Errorf("after the failed Install, app dir:%s", d)
 			}
 			if _, err := os.Stat(s.journalPath()); err == nil {
-				t.Errorf("after Recover(), the journal is still there")
+				t.Errorf("after the failed Install, a journal is left")
 			}
-			if tt.forward {
-				checkState(t, s, "v2", "v1", recoverV2)
-				// The replaced files are kept for rollback (shared.py only
-				// when it was switched: otherwise the app's copy stayed).
-				kept := files(t, filepath.Join(s.releasesDir(), "v1"))
-				old := map[string]string{"main.py": "v1 main", "lib/util.py": "v1 util", "shared.py": "same in both"}
-				if _, ok := kept["shared.py"]; !ok {
-					delete(old, "shared.py")
-				}
-				if d := diffTrees(kept, old); d != "" {
-					t.Errorf("after Recover(), releases/v1:%s", d)
-				}
-			} else if !reflect.DeepEqual(st, stateBefore) {
-				t.Errorf("after a roll back, State() = %+v, want it unchanged: %+v", st, stateBefore)
-			}
-			// Recover is idempotent, and the next update goes through.
-			if err := s.Recover(); err != nil {
-				t.Errorf("second Recover() = %v, want nil", err)
-			}
-			if !tt.forward {
-				install(t, s, "v2", recoverV2)
-				if d := diffTrees(files(t, s.AppDir()), after); d != "" {
-					t.Errorf("after the next Install(v2), app dir:%s", d)
-				}
+			checkState(t, s, "v1", "", recoverV1)
+			install(t, s, "v2", recoverV2)
+			if d := diffTrees(files(t, s.AppDir()), overlay(mine, recoverV2)); d != "" {
+				t.Errorf("after the next Install(v2), app dir:%s", d)
 			}
 		})
 	}
@@ -207,6 +239,7 @@ func TestRecoverSymlink(t *testing.T) {
 			}
 
 			j := beginSwitch(t, s, stageFiles(t, s, to, nw))
+			mustDo(t, "remove index", os.Remove(filepath.Join(s.stagingDir(), to, indexName)))
 			mustDo(t, "mkdir releases", os.MkdirAll(s.releasesDir(), 0o755))
 			rel := filepath.Join(s.releasesDir(), to)
 			mustDo(t, "move staged release", os.Rename(filepath.Join(s.stagingDir(), to), rel))
@@ -265,14 +298,13 @@ func TestInstallOverPendingSwitch(t *testing.T) {
 			// v1 -> v2 crashed after the switch, before state.json.
 			j := beginSwitch(t, s, stageFiles(t, s, "v2", recoverV2))
 			if mode == InPlace {
-				sw, err := s.openSwitch(j)
-				mustDo(t, "openSwitch", err)
-				mustDo(t, "writeJournal", s.writeJournal(j))
-				for _, f := range j.State.Files {
-					mustDo(t, "forward "+f.Path, sw.forward(f.Path))
-				}
+				cur, _ := s.State()
+				sw, err := s.prepareInPlace(j, cur)
+				mustDo(t, "prepareInPlace", err)
+				mustDo(t, "forward", sw.forward())
 				sw.close()
 			} else {
+				mustDo(t, "remove index", os.Remove(filepath.Join(s.stagingDir(), "v2", indexName)))
 				mustDo(t, "move staged release", os.Rename(filepath.Join(s.stagingDir(), "v2"), filepath.Join(s.releasesDir(), "v2")))
 				mustDo(t, "writeJournal", s.writeJournal(j))
 				mustDo(t, "pointAt", s.pointAt(j, filepath.Join(s.releasesDir(), "v2")))

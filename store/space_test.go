@@ -95,15 +95,6 @@ func TestNoSpace(t *testing.T) {
 	}
 }
 
-// The state dir must be on the app dir's filesystem: a switch is a rename.
-func TestOpenCrossDevice(t *testing.T) {
-	fsDir := smallFS(t)
-	_, err := Open(filepath.Join(fsDir, "state"), filepath.Join(t.TempDir(), "app"), Options{})
-	if !errors.Is(err, ErrCrossDevice) {
-		t.Errorf("Open(state on a tmpfs, app elsewhere) = %v, want %v", err, ErrCrossDevice)
-	}
-}
-
 // A body of unknown length that fits is written whole: the growing-file
 // check leaves room for everything but the margin.
 func TestWriteUnknownLengthFits(t *testing.T) {

@@ -11,10 +11,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/ota-agent/ota-agent/wire"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 )
 
 // Install modes.
@@ -64,16 +65,13 @@ type Options struct {
 	Log          zerolog.Logger
 }
 
-// ErrCrossDevice is returned by Open when the state dir and the app dir are
-// on different filesystems, where a switch could not be a single rename.
-var ErrCrossDevice = errors.New("state dir and app dir are on different filesystems")
-
-// Open prepares the state directory dir for the app directory appDir and
-// checks that both are on one filesystem. dir is created if missing: 0700
-// in in-place mode; in symlink mode 0711, since the app reads its files
-// through it (app_dir -> dir/releases/<v>/) whatever user it runs as. Its
-// missing parents are created 0755. In in-place mode appDir is created if
-// missing; in symlink mode its parent must exist.
+// Open prepares the state directory dir for the app directory appDir. dir
+// is created if missing: 0700 in in-place mode; in symlink mode 0711, since
+// the app reads its files through it (app_dir -> dir/releases/<v>/) whatever
+// user it runs as. Its missing parents are created 0755. In in-place mode
+// appDir is created if missing; in symlink mode its parent must exist. The
+// two may be on different mounts or filesystems: a switch then copies what
+// it would otherwise link.
 func Open(dir, appDir string, o Options) (*Store, error) {
 	if o.Mode == "" {
 		o.Mode = InPlace
@@ -102,24 +100,15 @@ func Open(dir, appDir string, o Options) (*Store, error) {
 			return nil, fmt.Errorf("state dir: %w", err)
 		}
 	}
-	probe := filepath.Dir(s.appDir)
 	if s.mode == InPlace {
 		if err := os.MkdirAll(s.appDir, 0o755); err != nil {
 			return nil, fmt.Errorf("app dir: %w", err)
 		}
-		probe = s.appDir
-	}
-	var a, b unix.Stat_t
-	if err := unix.Stat(s.dir, &a); err != nil {
-		return nil, &os.PathError{Op: "stat", Path: s.dir, Err: err}
-	}
-	if err := unix.Stat(probe, &b); err != nil {
-		return nil, &os.PathError{Op: "stat", Path: probe, Err: err}
-	}
-	if a.Dev != b.Dev {
-		return nil, fmt.Errorf("%w: %s is on device %d:%d, %s on %d:%d; set state_dir to a directory on the app dir's filesystem (for example %s)",
-			ErrCrossDevice, s.dir, unix.Major(uint64(a.Dev)), unix.Minor(uint64(a.Dev)), probe, unix.Major(uint64(b.Dev)), unix.Minor(uint64(b.Dev)),
-			filepath.Join(filepath.Dir(s.appDir), ".ota-agent"))
+	} else {
+		if _, err := os.Stat(filepath.Dir(s.appDir)); err != nil {
+			return nil, fmt.Errorf("app dir: %w", err)
+		}
+		s.warnUnsearchable()
 	}
 	return s, nil
 }
@@ -135,11 +124,17 @@ func (s *Store) stagingDir() string  { return filepath.Join(s.dir, "staging") }
 func (s *Store) releasesDir() string { return filepath.Join(s.dir, "releases") }
 func (s *Store) journalPath() string { return filepath.Join(s.dir, "journal") }
 
+// ErrCorruptState marks a state.json that cannot be used: it does not
+// parse, or names a tag or a path that is not safe.
+var ErrCorruptState = errors.New("corrupt state")
+
 // ReadState returns the installed state. A missing state.json is the zero
-// State (Version ""): not installed, so the first run always installs.
+// State (Version ""): not installed, so the first run always installs. What
+// it names passes the checks a server's answer gets (ErrCorruptState).
 func ReadState(dir string) (State, error) {
 	var st State
-	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	path := filepath.Join(dir, "state.json")
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
 	}
@@ -147,16 +142,55 @@ func ReadState(dir string) (State, error) {
 		return st, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", filepath.Join(dir, "state.json"), err)
+		return State{}, fmt.Errorf("%w: %s: %v", ErrCorruptState, path, err)
 	}
 	if st.Schema > SchemaVersion {
-		return st, fmt.Errorf("%s: schema %d is newer than this agent's %d", filepath.Join(dir, "state.json"), st.Schema, SchemaVersion)
+		return State{}, fmt.Errorf("%s: schema %d is newer than this agent's %d", path, st.Schema, SchemaVersion)
+	}
+	if err := st.check(); err != nil {
+		return State{}, fmt.Errorf("%w: %s: %v", ErrCorruptState, path, err)
 	}
 	return st, nil
 }
 
-// State returns the installed state (see ReadState).
-func (s *Store) State() (State, error) { return ReadState(s.dir) }
+// check refuses a state whose tags or paths are unsafe: they name
+// directories and files the agent writes and removes.
+func (st *State) check() error {
+	for _, v := range append([]string{st.Version, st.Previous}, st.Releases...) {
+		if v == "" {
+			continue
+		}
+		if err := wire.CheckTag(strings.TrimPrefix(v, "_before-")); err != nil {
+			return err
+		}
+	}
+	for _, f := range st.Files {
+		if err := wire.CheckPath(f.Path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// State returns the installed state (see ReadState). A corrupt state.json
+// is moved aside to state.json.corrupt, with a warning, and the app counts
+// as not installed: the next update installs the published release.
+func (s *Store) State() (State, error) {
+	st, err := ReadState(s.dir)
+	if !errors.Is(err, ErrCorruptState) {
+		return st, err
+	}
+	aside := s.statePath() + ".corrupt"
+	if rerr := os.Rename(s.statePath(), aside); rerr != nil {
+		return State{}, errors.Join(err, rerr)
+	}
+	if rerr := syncDir(s.dir); rerr != nil {
+		return State{}, rerr
+	}
+	s.log.Warn().Err(err).Str("moved_to", aside).Msg("state.json is corrupt and was moved aside; the app counts as not installed, so this update installs the published release")
+	return State{}, nil
+}
+
 
 func (s *Store) writeState(st State) error {
 	st.Schema = SchemaVersion

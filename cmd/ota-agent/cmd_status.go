@@ -28,14 +28,18 @@ type appStatus struct {
 	Releases    []string      `json:"releases"` // directories kept for rollback
 	Pending     *pendingJSON  `json:"pending"`  // an interrupted switch, until recover runs
 	LastCheck   *store.Status `json:"last_check"`
+	// Error says why this app's state could not be read; the other apps
+	// are shown all the same.
+	Error string `json:"error,omitempty"`
 }
 
 type pendingJSON struct {
-	From string `json:"from"`
-	To   string `json:"to"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Failed string `json:"failed,omitempty"` // why the last attempt to finish it failed
 }
 
-func cmdStatus(ctx context.Context, g *globals, args []string) error {
+func cmdStatus(ctx context.Context, g *globals, args []string) (err error) {
 	a := newAppsCmd(g, "status", "Shows each app's installed version, its last check since boot, the releases kept, and an interrupted switch.")
 	asJSON := a.fs.Bool("json", false, "print JSON (shape in the README)")
 	cfg, err := a.parse(g, args)
@@ -43,13 +47,20 @@ func cmdStatus(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	var out []appStatus
+	var failed error
 	for _, app := range cfg.Apps {
 		s, err := statusOf(app, cfg.RuntimeDir)
 		if err != nil {
-			return fmt.Errorf("app %s: %w", app.Name, err)
+			s.Error = err.Error()
+			failed = exitCodeError{ExitFailed}
 		}
 		out = append(out, s)
 	}
+	defer func() {
+		if err == nil {
+			err = failed
+		}
+	}()
 	if *asJSON {
 		b, err := json.MarshalIndent(map[string]any{"apps": out}, "", "  ")
 		if err != nil {
@@ -82,12 +93,12 @@ func statusOf(app agent.App, runtimeDir string) (appStatus, error) {
 			s.Releases = append(s.Releases, r)
 		}
 	}
-	from, to, err := store.PendingSwitch(app.StateDir())
+	p, err := store.PendingSwitch(app.StateDir())
 	if err != nil {
 		return s, err
 	}
-	if to != "" {
-		s.Pending = &pendingJSON{From: from, To: to}
+	if p != nil {
+		s.Pending = &pendingJSON{From: p.From, To: p.To, Failed: p.Failed}
 	}
 	if last, ok, err := store.ReadStatus(runtimeDir, app.Name); err == nil && ok {
 		s.LastCheck = &last
@@ -97,6 +108,10 @@ func statusOf(app agent.App, runtimeDir string) (appStatus, error) {
 
 func printStatus(g *globals, s appStatus) {
 	pad := strings.Repeat(" ", len(s.Name)+2)
+	if s.Error != "" {
+		g.printf("%s: %s\n", s.Name, s.Error)
+		return
+	}
 	if s.Version == "" {
 		g.printf("%s: nothing installed yet (%s, %s)\n", s.Name, s.Install, s.AppDir)
 	} else {
@@ -120,5 +135,8 @@ func printStatus(g *globals, s appStatus) {
 	}
 	if p := s.Pending; p != nil {
 		g.printf("%sinterrupted switch %s -> %s: run `ota-agent recover`\n", pad, orNone(p.From), p.To)
+		if p.Failed != "" {
+			g.printf("%slast attempt failed: %s\n", pad, p.Failed)
+		}
 	}
 }
