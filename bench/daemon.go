@@ -13,7 +13,10 @@ package main
 //     /proc/PID/stat (clock ticks, 10 ms each: a cross-check);
 //   - the wire: requests, their status and body bytes, connections, TCP
 //     payload bytes both ways (TLS records included) and TLS handshakes,
-//     full or resumed, as the server saw them.
+//     full or resumed, as the server saw them;
+//   - persistent storage: what the N checks wrote, as the daemon's
+//     /proc/PID/io and as the state dir's own disk (a loop device) count it
+//     (disk.go).
 //
 // The server closes idle connections after a short IdleTimeout, so each
 // check opens a new connection, as on a board checking every 15 minutes
@@ -119,6 +122,7 @@ type daemonResult struct {
 	textRSS    int64         // KiB resident of the binary's r-xp and r--p mappings
 	textRef    int64         // KiB of those the unchanged checks touched (-1: unknown)
 	textMapped int64         // KiB size of those mappings
+	io         ioSample      // written to storage over the unchanged checks
 }
 
 // daemonBench runs the daemon part.
@@ -129,6 +133,7 @@ type daemonBench struct {
 	interval time.Duration
 	connIdle time.Duration // the server's IdleTimeout when it closes connections between checks
 	runRoot  string        // where the runtime_dirs go: a tmpfs, as /run/ota-agent is on a board
+	disk     *loopDisk     // where state_dir and app_dir go, if not nil: an ext4 of their own
 	progress func(string, ...any)
 }
 
@@ -153,6 +158,20 @@ func (b *bench) runDaemon() error {
 			}
 		}
 	}
+	// The state dirs on a disk of their own, so that what the device
+	// writes is the daemon's doing.
+	if os.Geteuid() == 0 {
+		disk, err := newLoopDisk(d.work)
+		if err != nil {
+			d.progress("daemon: no loop device for the state dir (%v): sectors written are not measured", err)
+		} else {
+			d.disk = disk
+			stopOnInterrupt(disk.close)
+			defer disk.close()
+		}
+	} else {
+		d.progress("daemon: not root: no loop device for the state dir, sectors written are not measured")
+	}
 	ca, chain, err := d.certs()
 	if err != nil {
 		return err
@@ -162,7 +181,11 @@ func (b *bench) runDaemon() error {
 	fmt.Printf("- memory and CPU sampled %v after a check ended (the next one starts at least %v after it)\n", settleOf(d.interval), time.Duration(0.9*float64(d.interval)))
 	fmt.Printf("- the server closes idle connections after %v (keep-alive variants: %v); HTTPS: TLS 1.3, ECDSA P-256 chain of %d B (leaf + intermediate), root in ca_file, host an IP (no SNI)\n", d.connIdle, keepAliveIdle, chainLen(chain))
 	runFS, _, _ := filesystem(d.runRoot)
-	fmt.Printf("- state_dir and app_dir under %s, runtime_dir under %s (%s)\n", d.work, d.runRoot, runFS)
+	stateRoot := d.work
+	if d.disk != nil {
+		stateRoot = d.disk.String()
+	}
+	fmt.Printf("- state_dir and app_dir under %s, runtime_dir under %s (%s)\n", stateRoot, d.runRoot, runFS)
 	fmt.Printf("- load average before: %s\n\n", loadAvg())
 	var rs []*daemonResult
 	for _, v := range daemonVariants {
@@ -220,6 +243,10 @@ func (d *daemonBench) measure(v daemonVariant, caFile string, chain tls.Certific
 		scheme = "https"
 	}
 	runDir := filepath.Join(d.runRoot, filepath.Base(dir))
+	stateBase := dir
+	if d.disk != nil {
+		stateBase = filepath.Join(d.disk.dir, filepath.Base(dir))
+	}
 	cfg := fmt.Sprintf(`state_dir = %q
 runtime_dir = %q
 interval = %q
@@ -230,7 +257,7 @@ host = %q
 project = %q
 files = [%q]
 app_dir = %q
-`, filepath.Join(dir, "state"), runDir, d.interval.String(), daemonApp, scheme+"://"+srv.Addr(), daemonProject, daemonFile, filepath.Join(dir, "app"))
+`, filepath.Join(stateBase, "state"), runDir, d.interval.String(), daemonApp, scheme+"://"+srv.Addr(), daemonProject, daemonFile, filepath.Join(stateBase, "app"))
 	if v.tls {
 		cfg += fmt.Sprintf("ca_file = %q\n", caFile)
 	}
@@ -318,6 +345,10 @@ app_dir = %q
 		return nil, err
 	}
 	r.first, r.install = m0, s0
+	io0, err := d.readIO(pid)
+	if err != nil {
+		return nil, err
+	}
 	// Clear the pages' referenced bits, so the Referenced figures of
 	// smaps after the checks say what they touched.
 	clearedRefs := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("1"), 0) == nil
@@ -335,6 +366,11 @@ app_dir = %q
 		return nil, err
 	}
 	r.last = m1
+	io1, err := d.readIO(pid)
+	if err != nil {
+		return nil, err
+	}
+	r.io = io1.sub(io0)
 	r.cpu = cpuSample{ns: c1.ns - c0.ns, ticks: c1.ticks - c0.ticks}
 	r.wire = s1.sub(s0)
 	r.proto = srv.lastProto()
@@ -351,6 +387,17 @@ app_dir = %q
 		v.name, kib2mib(r.first.rss), kib2mib(r.last.rss), kib2mib(r.last.anon), kib2mib(r.last.file), kib2mib(r.last.hwm),
 		float64(r.cpu.ns)/1e6/float64(r.checks), r.wire.requests, r.wire.conns, r.wire.recv, r.wire.sent, r.wire.full, r.wire.resumed)
 	return r, nil
+}
+
+// readIO reads what the daemon wrote so far, and, with a loop disk, what
+// that disk wrote (after a syncfs).
+func (d *daemonBench) readIO(pid int) (ioSample, error) {
+	s, err := readIO(pid)
+	if err != nil || d.disk == nil {
+		return s, err
+	}
+	s.sectors, err = d.disk.sectors()
+	return s, err
 }
 
 // ---- watching the daemon ----
@@ -760,6 +807,17 @@ func printDaemonTable(rs []*daemonResult, n int) {
 			return "-"
 		}
 		return wire(by["https, tlsmlkem=0"])
+	})
+	row(fmt.Sprintf("written to persistent storage by the %d unchanged checks: the daemon's write_bytes (cancelled) / its state dir's disk", n), "0 / 0", func(r *daemonResult) string {
+		disk := "-"
+		if r.io.sectors >= 0 {
+			disk = fmt.Sprintf("%d B (%d sectors)", r.io.sectors*512, r.io.sectors)
+		}
+		if r.io.writeBytes-r.io.cancelled != 0 || r.io.sectors > 0 {
+			verdicts = append(verdicts, fmt.Sprintf("MISSED: %s: %d unchanged checks wrote to storage: write_bytes %d B (%d cancelled), disk %s (goal: nothing)",
+				r.v.name, r.checks, r.io.writeBytes, r.io.cancelled, disk))
+		}
+		return fmt.Sprintf("%d B (%d B) / %s", r.io.writeBytes, r.io.cancelled, disk)
 	})
 	fmt.Println()
 	fmt.Printf("Bytes are TCP payload counted at the server's socket (TLS records included; not TCP/IP headers: a new connection adds about 7 packets of those). ")

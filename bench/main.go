@@ -33,6 +33,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -185,16 +186,23 @@ func (b *bench) run(agentPath, parent string) error {
 		defer fmt.Fprintf(os.Stderr, "bench: work directory kept: %s\n", b.work)
 	} else {
 		defer os.RemoveAll(b.work)
-		// An interrupted run must not leave a gigabyte behind either.
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-		go func() {
-			<-sig
+	}
+	// An interrupted run must not leave a gigabyte or a mounted loop
+	// device behind either.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		interruptMu.Lock()
+		for i := len(onInterrupt) - 1; i >= 0; i-- {
+			onInterrupt[i]()
+		}
+		if !b.keep {
 			os.RemoveAll(b.work)
 			fmt.Fprintln(os.Stderr, "bench: interrupted; work directory removed")
-			os.Exit(130)
-		}()
-	}
+		}
+		os.Exit(130)
+	}()
 	b.root = filepath.Join(b.work, "srv")
 	if err := os.MkdirAll(filepath.Join(b.root, project), 0o755); err != nil {
 		return err
@@ -233,6 +241,19 @@ func (b *bench) run(agentPath, parent string) error {
 		return b.runDaemon()
 	}
 	return nil
+}
+
+var (
+	interruptMu sync.Mutex
+	onInterrupt []func()
+)
+
+// stopOnInterrupt registers f to run, last registered first, when the
+// benchmark is interrupted (it then exits).
+func stopOnInterrupt(f func()) {
+	interruptMu.Lock()
+	defer interruptMu.Unlock()
+	onInterrupt = append(onInterrupt, f)
 }
 
 func (b *bench) progress(format string, a ...any) {
