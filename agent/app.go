@@ -10,6 +10,22 @@ const (
 	DefaultMaxFileSize  = 1 << 30 // 1 GiB: larger than any app release we expect on a Pi
 	DefaultKeepReleases = 2
 	DefaultStateRoot    = "/var/lib/ota-agent"
+	// DefaultMinRate and DefaultMinRateWindow cut a transfer that averages
+	// below 1 KiB/s over a minute: a trickle that would hold a check for
+	// ever, never a slow but real link (2G data moves ten times as much).
+	DefaultMinRate       = 1 << 10
+	DefaultMinRateWindow = time.Minute
+)
+
+// Limits on what a config file or flag may ask for.
+const (
+	// MinInterval is the shortest check interval (the daemon's, an app's,
+	// --interval): a shorter one only loads the server. Smaller values are
+	// configuration errors, never silently raised.
+	MinInterval = time.Second
+	// MinRateWindowFloor is the shortest min_rate_window: over less, the
+	// jitter of a real link looks like a trickle.
+	MinRateWindowFloor = time.Second
 )
 
 // Install modes.
@@ -48,7 +64,12 @@ type App struct {
 	AllowInsecureAuth bool          // allow Basic auth over plain http
 	MaxFileSize       int64         // per-file size cap in bytes
 	KeepReleases      int           // releases kept on disk for rollback
-	Interval          time.Duration // daemon check interval (0: the global one)
+	Interval          time.Duration // daemon check interval (0: the global one; else at least MinInterval)
+	// MinRate (bytes per second) and MinRateWindow: a transfer that brings
+	// fewer than MinRate*MinRateWindow bytes in any MinRateWindow is cut
+	// (ErrUnreachable). MinRate 0 turns the check off.
+	MinRate       int64
+	MinRateWindow time.Duration
 }
 
 // StateDir is the directory that holds this app's state.json, lock,

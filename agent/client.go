@@ -14,14 +14,29 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ota-agent/ota-agent/wire"
 )
 
 // errStalled is the cause of a transfer cancelled because no byte arrived
 // for a whole timeout.
 var errStalled = errors.New("no data")
+
+// errTooSlow is the cause of a transfer cancelled because it brought fewer
+// than min_rate bytes a second over min_rate_window: a trickle.
+var errTooSlow = errors.New("transfer too slow")
+
+// ErrEncoded is returned for a 200 response whose body is not sent as the
+// server stores it (Content-Encoding other than identity). ota-agent asks
+// for identity and never decodes: a compressed body would have no known
+// length, so neither max_file_size nor the free-space check could see the
+// real size before the disk filled up, and installing the compressed bytes
+// would break the app.
+var ErrEncoded = errors.New("body is not sent as stored")
 
 // StatusError is an HTTP answer other than 200.
 type StatusError struct {
@@ -53,6 +68,8 @@ func (e *StatusError) temporary() bool {
 type client struct {
 	hc        *http.Client
 	timeout   time.Duration
+	minRate   int64         // bytes per second over rateWindow; 0: no check
+	window    time.Duration // see App.MinRateWindow
 	user      string
 	password  string
 	userAgent string
@@ -86,8 +103,12 @@ func newClient(app *App, userAgent string) (*client, error) {
 		MaxIdleConnsPerHost:   2,
 		TLSClientConfig:       tlsConf,
 		ForceAttemptHTTP2:     true,
+		// Files arrive as the server stores them: no transparent gzip,
+		// whose bodies come without a length (see ErrEncoded).
+		DisableCompression: true,
 	}
-	c := &client{timeout: app.Timeout, user: app.User, password: app.Password, userAgent: userAgent}
+	c := &client{timeout: app.Timeout, minRate: app.MinRate, window: app.MinRateWindow,
+		user: app.User, password: app.Password, userAgent: userAgent}
 	c.hc = &http.Client{Transport: tr, CheckRedirect: c.checkRedirect}
 	return c, nil
 }
@@ -109,11 +130,13 @@ func (c *client) checkRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// response is a 200 response whose body resets a stall timer on every read.
+// response is a 200 response whose body resets a stall timer on every read
+// and is watched by a rate guard.
 type response struct {
 	*http.Response
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
+	rate   *rateGuard // nil when min_rate is 0
 	c      *client
 }
 
@@ -137,6 +160,8 @@ func (c *client) get(ctx context.Context, url string, v *validators) (*response,
 		return nil, err
 	}
 	req.Header.Set("User-Agent", c.userAgent)
+	// Without Accept-Encoding any coding is acceptable (RFC 9110 12.5.3).
+	req.Header.Set("Accept-Encoding", "identity")
 	if c.progress != nil {
 		// Every wait is bounded by the timeout, but several in a row
 		// (connect, TLS, headers) can add up: each end is a sign of life.
@@ -180,8 +205,17 @@ func (c *client) get(ctx context.Context, url string, v *validators) (*response,
 		}
 		return nil, serr
 	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		resp.Body.Close()
+		cancel(nil)
+		return nil, fmt.Errorf("GET %s: %w: Content-Encoding %q although identity was asked for; serve release files uncompressed (nginx: no gzip_static always; a bucket: no Content-Encoding metadata)",
+			url, ErrEncoded, wire.Quote(ce))
+	}
 	r := &response{Response: resp, cancel: cancel, c: c}
 	r.timer = time.AfterFunc(c.timeout, func() { cancel(fmt.Errorf("%w for %v", errStalled, c.timeout)) })
+	if c.minRate > 0 {
+		r.rate = newRateGuard(c.minRate, c.window, cancel)
+	}
 	return r, nil
 }
 
@@ -190,11 +224,14 @@ func (r *response) Read(p []byte) (int, error) {
 	n, err := r.Body.Read(p)
 	if n > 0 {
 		r.timer.Reset(r.c.timeout)
+		if r.rate != nil {
+			r.rate.got.Add(int64(n))
+		}
 		r.c.bytes.Add(int64(n))
 		r.c.beat()
 	}
 	if err != nil && err != io.EOF {
-		if cause := context.Cause(r.Request.Context()); errors.Is(cause, errStalled) {
+		if cause := context.Cause(r.Request.Context()); errors.Is(cause, errStalled) || errors.Is(cause, errTooSlow) {
 			err = cause
 		}
 		err = classify(fmt.Errorf("GET %s: %w", r.Request.URL.Redacted(), err))
@@ -202,9 +239,12 @@ func (r *response) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close ends the transfer and its timer.
+// Close ends the transfer and its timers.
 func (r *response) Close() error {
 	r.timer.Stop()
+	if r.rate != nil {
+		r.rate.stop()
+	}
 	err := r.Body.Close()
 	r.cancel(nil)
 	return err
@@ -221,14 +261,73 @@ func classify(err error) error {
 	switch {
 	case err == nil, errors.Is(err, ErrUnreachable), errors.As(err, &cert):
 		return err
-	case errors.Is(err, context.Canceled) && !errors.Is(err, errStalled):
+	case errors.Is(err, context.Canceled) && !errors.Is(err, errStalled) && !errors.Is(err, errTooSlow):
 		return err
 	case errors.As(err, &op), errors.As(err, &dns), errors.As(err, &to) && to.Timeout(),
-		errors.Is(err, errStalled), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.Is(err, errStalled), errors.Is(err, errTooSlow), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE):
 		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	return err
+}
+
+// rateTicks is how many samples a rate window holds: the guard trips
+// between one window and 1+1/rateTicks windows after a trickle starts.
+const rateTicks = 10
+
+// rateGuard cancels a transfer that brought fewer than min*window bytes in
+// the last window (curl's --speed-limit and --speed-time). The stall timer
+// cannot see a trickle: one byte every few seconds keeps rearming it, and
+// keeps feeding the daemon's watchdog. The guard samples the byte count
+// every window/rateTicks from its own timer and holds no goroutine; stop
+// ends it.
+type rateGuard struct {
+	got    atomic.Int64 // bytes so far; Read adds to it
+	min    int64
+	window time.Duration
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	samples []int64 // got at each of the last rateTicks+1 ticks, oldest first
+	timer   *time.Timer
+	stopped bool
+}
+
+func newRateGuard(min int64, window time.Duration, cancel context.CancelCauseFunc) *rateGuard {
+	g := &rateGuard{min: min, window: window, cancel: cancel, samples: make([]int64, 1, rateTicks+1)}
+	g.timer = time.AfterFunc(window/rateTicks, g.tick)
+	return g
+}
+
+// tick records the byte count and, once a whole window is sampled, cancels
+// the transfer if the window brought too little.
+func (g *rateGuard) tick() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return
+	}
+	if len(g.samples) == rateTicks+1 {
+		copy(g.samples, g.samples[1:])
+		g.samples = g.samples[:rateTicks]
+	}
+	g.samples = append(g.samples, g.got.Load())
+	if len(g.samples) == rateTicks+1 {
+		moved := g.samples[rateTicks] - g.samples[0]
+		if float64(moved) < float64(g.min)*g.window.Seconds() {
+			g.cancel(fmt.Errorf("%w: %d bytes in the last %v, below min_rate %d bytes/s over min_rate_window", errTooSlow, moved, g.window, g.min))
+			return
+		}
+	}
+	g.timer.Reset(g.window / rateTicks)
+}
+
+// stop ends the guard; it never fires after stop returns.
+func (g *rateGuard) stop() {
+	g.mu.Lock()
+	g.stopped = true
+	g.timer.Stop()
+	g.mu.Unlock()
 }
 
 // beat tells the daemon's watchdog the transfer is alive.
@@ -238,19 +337,31 @@ func (c *client) beat() {
 	}
 }
 
-// maxRetryAfter bounds how long a server can silence the agent.
-const maxRetryAfter = 24 * time.Hour
-
-// retryAfter parses Retry-After, in seconds or as an HTTP date.
+// retryAfter parses Retry-After, in seconds or as an HTTP date, into a
+// delay from now. It returns 0 for no header, a value it cannot read, a
+// negative number or a date in the past; a huge number is clamped before it
+// is turned into a Duration (9300000000 s would overflow to a negative),
+// so it never wraps. Schedule.Next applies the documented maximum.
 func retryAfter(h string, now time.Time) time.Duration {
+	h = strings.TrimSpace(h)
 	if h == "" {
 		return 0
 	}
-	var d time.Duration
-	if secs, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(h); err == nil {
-		d = t.Sub(now)
+	if strings.Trim(h, "0123456789") == "" {
+		secs, err := strconv.ParseInt(h, 10, 64)
+		if err != nil || secs > int64(retryAfterCeiling/time.Second) {
+			return retryAfterCeiling // all digits, so only too large to parse
+		}
+		return time.Duration(secs) * time.Second
 	}
-	return min(max(d, 0), maxRetryAfter)
+	t, err := http.ParseTime(h)
+	if err != nil {
+		return 0 // "-5", "soon"
+	}
+	// Sub saturates instead of overflowing.
+	return min(max(t.Sub(now), 0), retryAfterCeiling)
 }
+
+// retryAfterCeiling is where retryAfter clamps, far above what Next honours
+// and far below an overflow.
+const retryAfterCeiling = 100 * 365 * 24 * time.Hour

@@ -10,7 +10,8 @@ import (
 // Schedule decides when the daemon checks an app next: every Interval,
 // spread by a random Jitter so a fleet never polls in step, and after
 // failures with exponential backoff (also jittered) up to MaxBackoff. A
-// server's Retry-After is a floor, never shortened.
+// server's Retry-After is a floor, never shortened, honoured up to
+// MaxRetryAfter or the Interval, whichever is longer.
 type Schedule struct {
 	Interval   time.Duration
 	Jitter     float64       // fraction of Interval each way, e.g. 0.1 = ±10%
@@ -25,6 +26,10 @@ const (
 	DefaultJitter     = 0.1
 	DefaultMinBackoff = 30 * time.Second
 	DefaultMaxBackoff = time.Hour
+	// MaxRetryAfter is the longest Retry-After honoured (unless Interval
+	// is longer): a server, or a proxy in front of it, cannot silence a
+	// fleet for longer than a day by mistake.
+	MaxRetryAfter = 24 * time.Hour
 )
 
 func (s Schedule) withDefaults() Schedule {
@@ -57,9 +62,13 @@ func (s Schedule) First() time.Duration {
 }
 
 // Next is the delay after a check that ended with failures consecutive
-// failures (0: it succeeded) and the server's Retry-After (0 if none).
+// failures (0: it succeeded) and the server's Retry-After (0 if none). A
+// Retry-After longer than the backoff wins, up to the longer of
+// MaxRetryAfter and Interval: a pause a server asks for is cut to a day,
+// but never to less than the agent would wait anyway.
 func (s Schedule) Next(failures int, retryAfter time.Duration) time.Duration {
 	s = s.withDefaults()
+	retryAfter = min(retryAfter, max(MaxRetryAfter, s.Interval))
 	var d time.Duration
 	if failures == 0 {
 		// Interval ± Jitter.

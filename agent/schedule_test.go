@@ -54,15 +54,46 @@ func TestRetryAfter(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	tests := map[string]time.Duration{
 		"":                              0,
+		"0":                             0,
 		"120":                           2 * time.Minute,
+		" 120 ":                         2 * time.Minute,
 		"-5":                            0,
+		"+5":                            0,
 		"soon":                          0,
-		"99999999":                      maxRetryAfter,
+		"99999999":                      99999999 * time.Second,
+		"9300000000":                    retryAfterCeiling, // overflowed to 0 s once
+		"9223372036854775807":           retryAfterCeiling,
+		"99999999999999999999999999":    retryAfterCeiling,
 		"Thu, 26 Nov 2026 12:05:00 GMT": 5 * time.Minute,
+		"Thu, 26 Nov 2026 11:55:00 GMT": 0,
+		"Fri, 31 Dec 9999 23:59:59 GMT": retryAfterCeiling,
 	}
 	for h, want := range tests {
 		if got := retryAfter(h, now); got != want {
 			t.Errorf("retryAfter(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
+
+// Next honours a Retry-After up to a day, or up to the interval if that
+// is longer, and never below the backoff.
+func TestNextClampsRetryAfter(t *testing.T) {
+	half := func() float64 { return 0.5 }
+	tests := []struct {
+		interval, retry, want time.Duration
+	}{
+		{15 * time.Minute, 0, 22500 * time.Millisecond}, // the backoff: 30s * 0.75
+		{15 * time.Minute, time.Second, 22500 * time.Millisecond},
+		{15 * time.Minute, 2 * time.Hour, 2 * time.Hour},
+		{15 * time.Minute, 30 * time.Hour, MaxRetryAfter},
+		{15 * time.Minute, retryAfterCeiling, MaxRetryAfter},
+		{48 * time.Hour, 30 * time.Hour, 30 * time.Hour},
+		{48 * time.Hour, retryAfterCeiling, 48 * time.Hour},
+	}
+	for _, tt := range tests {
+		s := Schedule{Interval: tt.interval, MinBackoff: 30 * time.Second, Rand: half}
+		if got := s.Next(1, tt.retry); got != tt.want {
+			t.Errorf("Schedule{Interval: %v}.Next(1, %v) = %v, want %v", tt.interval, tt.retry, got, tt.want)
 		}
 	}
 }

@@ -42,6 +42,12 @@ func (a *App) ApplyDefaults() {
 	if a.KeepReleases == 0 {
 		a.KeepReleases = DefaultKeepReleases
 	}
+	if a.MinRate == 0 {
+		a.MinRate = DefaultMinRate
+	}
+	if a.MinRateWindow == 0 {
+		a.MinRateWindow = DefaultMinRateWindow
+	}
 	if a.StateRoot == "" {
 		a.StateRoot = DefaultStateRoot
 	}
@@ -145,8 +151,14 @@ func (a *App) Validate() error {
 	if a.KeepReleases < 1 {
 		return bad("keep_releases", "%d is less than 1", a.KeepReleases)
 	}
-	if a.Interval < 0 {
-		return bad("interval", "%v is negative", a.Interval)
+	if a.Interval < 0 || a.Interval > 0 && a.Interval < MinInterval {
+		return bad("interval", "%v is below the minimum of %v", a.Interval, MinInterval)
+	}
+	if a.MinRate < 0 {
+		return bad("min_rate", "%d is negative (0 turns the check off)", a.MinRate)
+	}
+	if a.MinRateWindow < MinRateWindowFloor {
+		return bad("min_rate_window", "%v is below the minimum of %v", a.MinRateWindow, MinRateWindowFloor)
 	}
 	switch {
 	case a.User != "" && a.Password == "":
