@@ -126,6 +126,7 @@ func (s *Store) recoverInPlace(j *journal) error {
 		return s.finish(j)
 	}
 	s.log.Warn().Err(err).Str("from", j.From).Str("to", j.To).Msg("an interrupted switch cannot be finished: it is rolled back")
+	j.Failed = ""
 	err = s.undo(sw, fmt.Errorf("finish the switch to %s: %w", j.To, err))
 	if j.Failed == "" {
 		return nil // rolled back: the app is whole on the old release
@@ -350,6 +351,10 @@ func (sw *switcher) restore(p string, isNew bool) error {
 		}
 		return removeEntry("new "+p, to, base)
 	}
+	if sw.unchanged(p) {
+		// Never replaced: copying it back could only fail (a full disk).
+		return nil
+	}
 	from, err := sw.backup.Open(dirOrDot(dir))
 	if err != nil {
 		return err
@@ -364,6 +369,42 @@ func (sw *switcher) restore(p string, isNew bool) error {
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	return nil
+}
+
+// unchanged reports whether the app's entry at p is still the one the
+// backup holds: the same file (linked), or a file or symlink just like it
+// (copied).
+func (sw *switcher) unchanged(p string) bool {
+	a, err := sw.app.Lstat(p)
+	if err != nil {
+		return false
+	}
+	b, err := sw.backup.Lstat(p)
+	if err != nil || a.Mode() != b.Mode() || a.Size() != b.Size() {
+		return false
+	}
+	if os.SameFile(a, b) {
+		return true
+	}
+	if a.Mode()&fs.ModeSymlink != 0 {
+		x, err1 := sw.app.Readlink(p)
+		y, err2 := sw.backup.Readlink(p)
+		return err1 == nil && err2 == nil && x == y
+	}
+	if !a.Mode().IsRegular() {
+		return false
+	}
+	sum := func(r *os.Root) string {
+		f, err := r.Open(p)
+		if err != nil {
+			return ""
+		}
+		defer f.Close()
+		h, _ := hashReader(f)
+		return h
+	}
+	x := sum(sw.app)
+	return x != "" && x == sum(sw.backup)
 }
 
 // appHas reports whether the app holds f's content.

@@ -245,11 +245,29 @@ func crashFileDesc(perm fs.FileMode, content string) string {
 }
 
 // overlay is base with release v's files written over it, as an in-place
-// install leaves the app dir.
-func crashOverlay(base map[string]string, v string) map[string]string {
+// install leaves the app dir: the files of release from that are not in v
+// are gone, with the directories they alone filled.
+func crashOverlay(base map[string]string, from, v string) map[string]string {
 	out := map[string]string{}
 	for k, x := range base {
 		out[k] = x
+	}
+	for p := range crashReleases[from] {
+		if _, ok := crashReleases[v][p]; ok {
+			continue
+		}
+		delete(out, p)
+		for dir := filepath.Dir(p); dir != "."; dir = filepath.Dir(dir) {
+			empty := true
+			for k := range out {
+				if strings.HasPrefix(k, dir+"/") {
+					empty = false
+				}
+			}
+			if empty {
+				delete(out, dir)
+			}
+		}
 	}
 	for p, content := range crashReleases[v] {
 		out[p] = crashFileDesc(0o644, content)
@@ -292,9 +310,9 @@ func (d *crashDevice) expect(t *testing.T, from, to string) crashUpdate {
 	if err != nil {
 		t.Fatalf("app dir before the update: %v", err)
 	}
-	u := crashUpdate{from: from, to: to, old: old, new: crashOverlay(old, to)}
+	u := crashUpdate{from: from, to: to, old: old, new: crashOverlay(old, from, to)}
 	if d.mode == store.Symlink {
-		u.new = crashOverlay(nil, to) // the release dir alone
+		u.new = crashOverlay(nil, "", to) // the release dir alone
 	}
 	return u
 }
@@ -333,6 +351,13 @@ func (d *crashDevice) checkCrash(t *testing.T, u crashUpdate, viaRecover bool) c
 	if d.mode == store.InPlace && !isOld && !isNew && !o.journal {
 		t.Fatalf("after the kill: the app dir is a mix of %s and %s without a journal to finish it:%s",
 			crashVersionName(u.from), u.to, crashDiff(now, u.new))
+	}
+	// A path of both releases is never missing, nor anything but one
+	// release's whole file, even mid-switch.
+	for p, want := range u.new {
+		if old, ok := u.old[p]; ok && now[p] != want && now[p] != old {
+			t.Fatalf("after the kill: %s = %q, want %s's %q or %s's %q", p, now[p], crashVersionName(u.from), old, u.to, want)
+		}
 	}
 	if st, ok := d.state(t, "after the kill"); ok {
 		switch {

@@ -234,26 +234,41 @@ func TestPackagedConfigParses(t *testing.T) {
 
 // A state dir on another filesystem than the app dir could not switch with
 // one rename: refused (exit 2) with what to set, before any download.
+// The state dir may be on another filesystem than the app dir (systemd's
+// bind mounts make it another mount even on one filesystem): the switch
+// copies what it cannot link, in both install modes, and a rollback works.
 func TestStateDirOnAnotherFilesystem(t *testing.T) {
 	var shm, tmp unix.Statfs_t
 	dir := t.TempDir()
 	if unix.Statfs("/dev/shm", &shm) != nil || unix.Statfs(dir, &tmp) != nil || shm.Fsid == tmp.Fsid {
 		testenv.Require(t, "/dev/shm on another filesystem than the temp dir", false)
 	}
-	appDir, err := os.MkdirTemp("/dev/shm", "ota-agent-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(appDir) })
-	srv := cliServer(t, "v2", nil)
-	args := append([]string{"update"}, appArgs(srv.URL, dir)...)
-	args = append(args, "--app-dir", appDir)
-	code, _, stderr := runCLI(t, args...)
-	if code != ExitUsage || !strings.Contains(stderr, "set state_dir") {
-		t.Fatalf("update across filesystems = exit %d, stderr %q; want 2 saying what to set", code, stderr)
-	}
-	if got := readTree(appDir); got != "" {
-		t.Errorf("app dir = %q, want nothing installed", got)
+	for _, mode := range []string{store.InPlace, store.Symlink} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			parent, err := os.MkdirTemp("/dev/shm", "ota-agent-test-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(parent) })
+			appDir := filepath.Join(parent, "app")
+			for _, v := range []string{"v2", "v1"} {
+				srv := cliServer(t, v, nil)
+				args := append([]string{"update"}, appArgs(srv.URL, dir)...)
+				args = append(args, "--app-dir", appDir, "--install", mode)
+				code, _, stderr := runCLI(t, args...)
+				if code != ExitOK {
+					t.Fatalf("update to %s across filesystems = exit %d, stderr %q; want 0", v, code, stderr)
+				}
+				want := "a.py=a2;lib/b.py=b2;"
+				if v == "v1" {
+					want = "a.py=a1;lib/b.py=b1;"
+				}
+				if got := readTree(appDir + "/"); got != want {
+					t.Errorf("after the update to %s, app dir = %q, want %q", v, got, want)
+				}
+			}
+		})
 	}
 }
 
