@@ -298,4 +298,3 @@ func syncIn(root *os.Root, dir string) error {
 	}
 	return nil
 }
-

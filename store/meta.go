@@ -3,9 +3,9 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"

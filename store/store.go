@@ -191,7 +191,6 @@ func (s *Store) State() (State, error) {
 	return State{}, nil
 }
 
-
 func (s *Store) writeState(st State) error {
 	st.Schema = SchemaVersion
 	b, err := json.MarshalIndent(st, "", "  ")
