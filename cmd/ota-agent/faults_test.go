@@ -303,3 +303,27 @@ func mustDo(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// An in-place app dir that is read-only as a whole (ProtectSystem=strict
+// without ReadWritePaths=) is a configuration error found before the
+// download: exit 2, naming the mount and the fix.
+func TestReadOnlyAppDirIsALayoutError(t *testing.T) {
+	testenv.Require(t, "root (mounts)", os.Geteuid() == 0)
+	srv, version := faultServer(t)
+	dir := t.TempDir()
+	d := faultDevice{dir: dir, appDir: filepath.Join(dir, "app"), host: srv.URL, mode: store.InPlace}
+	if code, stderr := d.update(t); code != ExitOK {
+		t.Fatalf("update to v1 = exit %d, want 0:\n%s", code, stderr)
+	}
+	mustDo(t, unix.Mount(d.appDir, d.appDir, "", unix.MS_BIND, ""))
+	mustDo(t, unix.Mount("", d.appDir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""))
+	t.Cleanup(func() { unix.Unmount(d.appDir, unix.MNT_DETACH) })
+	version.Store("v2")
+	code, stderr := d.update(t)
+	if code != ExitUsage || !strings.Contains(stderr, "ReadWritePaths="+d.appDir) || !strings.Contains(stderr, "read-only mount") {
+		t.Errorf("update into a read-only app dir = exit %d, stderr:\n%s\nwant exit 2 naming the mount and ReadWritePaths=%s", code, stderr, d.appDir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "p", "staging", "v2")); err == nil {
+		t.Errorf("the release was downloaded before the layout was found unfit")
+	}
+}
