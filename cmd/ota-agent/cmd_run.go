@@ -28,7 +28,10 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 	a := newAppsCmd(g, "run", "The daemon: checks every app at intervals and updates it. SIGHUP rereads the configuration.")
 	interval := a.fs.Duration("interval", 0, "check interval (default: the config's interval, else 15m)")
 	withFlags := func(cfg *Config, err error) (*Config, error) {
-		if err == nil && *interval > 0 {
+		if err == nil && flagGiven(a.fs, "interval") {
+			if err = checkInterval(*interval); err != nil {
+				return nil, &agent.ConfigError{Key: "--interval", Msg: err.Error()}
+			}
 			cfg.Interval = *interval
 		}
 		return cfg, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -31,6 +32,9 @@ type Config struct {
 	RuntimeDir   string        // global runtime_dir, default store.DefaultRuntimeDir
 	RebootGrace  time.Duration // global reboot_grace, default 90s
 	Apps         []agent.App
+	// Warnings are worth telling the operator once per run, not errors: a
+	// password in a file every user of the board can read.
+	Warnings []string
 }
 
 const (
@@ -75,13 +79,16 @@ type fileApp struct {
 	MaxFileSize       any      `toml:"max_file_size"` // integer bytes or "512MiB"
 	KeepReleases      *int     `toml:"keep_releases"`
 	Interval          string   `toml:"interval"`
+	MinRate           any      `toml:"min_rate"` // integer bytes per second or "1KiB"
+	MinRateWindow     string   `toml:"min_rate_window"`
 }
 
 var (
 	globalKeys = []string{"state_dir", "interval", "boot_deadline", "runtime_dir", "reboot_grace"}
 	appKeys    = []string{"name", "host", "project", "files", "use_version_prefix", "app_dir", "state_dir",
 		"install", "reset", "unit", "systemd_bus", "hard_reset", "watchdog_device", "timeout", "user", "password",
-		"password_file", "ca_file", "allow_insecure_auth", "max_file_size", "keep_releases", "interval"}
+		"password_file", "ca_file", "allow_insecure_auth", "max_file_size", "keep_releases", "interval",
+		"min_rate", "min_rate_window"}
 )
 
 // defaultConfig is the configuration before the file or flags say more.
@@ -95,7 +102,7 @@ func defaultConfig() *Config {
 // Relative password_file and ca_file paths are taken from the config file's
 // directory, as the daemon's working directory is not the operator's.
 func loadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, mode, err := readConfigFile(path)
 	if err != nil {
 		msg := err.Error()
 		if errors.Is(err, fs.ErrNotExist) {
@@ -128,7 +135,7 @@ func loadConfig(path string) (*Config, error) {
 		}
 	}
 	if fc.Interval != "" {
-		if cfg.Interval, err = parsePositiveDuration(fc.Interval); err != nil {
+		if cfg.Interval, err = parseInterval(fc.Interval); err != nil {
 			return nil, global("interval", "%v", err)
 		}
 	}
@@ -177,7 +184,45 @@ func loadConfig(path string) (*Config, error) {
 		}
 		return nil, pos.locate(err, i, fc.App[i])
 	}
+	var withPassword []string
+	for i := range fc.App {
+		if fc.App[i].Password != "" {
+			withPassword = append(withPassword, cfg.Apps[i].Name)
+		}
+	}
+	if w := passwordWarning(path, mode, withPassword); w != "" {
+		cfg.Warnings = append(cfg.Warnings, w)
+	}
 	return cfg, nil
+}
+
+// readConfigFile reads the config file and its permission bits, from one
+// open file so both describe the same file.
+func readConfigFile(path string) ([]byte, fs.FileMode, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	data, err := io.ReadAll(f)
+	return data, fi.Mode().Perm(), err
+}
+
+// passwordWarning is the warning for a config file that every user of the
+// board can read (mode o+r) and that holds the password of the apps named,
+// naming the file, the apps and the ways out; "" when there is nothing to
+// say.
+func passwordWarning(path string, mode fs.FileMode, names []string) string {
+	if mode&0o004 == 0 || len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s is readable by every user of the board (mode %04o) and holds the password of app %s: "+
+		"chmod 0600 %s, or move the password to password_file (mode 0600) or to systemd's LoadCredential=<app>.password",
+		path, mode, strings.Join(names, ", "), path)
 }
 
 // app turns one [[app]] table into an agent.App with defaults applied. Its
@@ -201,8 +246,8 @@ func (fa *fileApp) app(stateRoot, configDir string) (agent.App, error) {
 	if a.CAFile != "" && !filepath.IsAbs(a.CAFile) {
 		a.CAFile = filepath.Join(configDir, a.CAFile)
 	}
-	var timeout, interval time.Duration
-	var maxSize int64
+	var timeout, interval, window time.Duration
+	var maxSize, minRate int64
 	var err error
 	if fa.Timeout != "" {
 		if timeout, err = parseDuration(fa.Timeout); err != nil {
@@ -210,20 +255,20 @@ func (fa *fileApp) app(stateRoot, configDir string) (agent.App, error) {
 		}
 	}
 	if fa.Interval != "" {
-		if interval, err = parseDuration(fa.Interval); err != nil {
+		if interval, err = parseInterval(fa.Interval); err != nil {
 			return bad("interval", "%v", err)
 		}
 	}
-	switch v := fa.MaxFileSize.(type) {
-	case nil:
-	case int64:
-		maxSize = v
-	case string:
-		if maxSize, err = parseSize(v); err != nil {
-			return bad("max_file_size", "%v", err)
+	if fa.MinRateWindow != "" {
+		if window, err = parseDuration(fa.MinRateWindow); err != nil {
+			return bad("min_rate_window", "%v", err)
 		}
-	default:
-		return bad("max_file_size", "want an integer number of bytes or a string like \"512MiB\"")
+	}
+	if maxSize, err = sizeValue(fa.MaxFileSize, "512MiB"); err != nil {
+		return bad("max_file_size", "%v", err)
+	}
+	if minRate, err = sizeValue(fa.MinRate, "1KiB"); err != nil {
+		return bad("min_rate", "%v", err)
 	}
 	if fa.Password != "" && fa.PasswordFile != "" {
 		return bad("password_file", "password and password_file are both set; use one")
@@ -251,7 +296,27 @@ func (fa *fileApp) app(stateRoot, configDir string) (agent.App, error) {
 	if fa.KeepReleases != nil {
 		a.KeepReleases = *fa.KeepReleases
 	}
+	if fa.MinRate != nil {
+		a.MinRate = minRate // 0 turns the check off
+	}
+	if fa.MinRateWindow != "" {
+		a.MinRateWindow = window
+	}
 	return a, nil
+}
+
+// sizeValue reads a size key written as an integer or a string like
+// example; nil (the key is absent) is 0.
+func sizeValue(v any, example string) (int64, error) {
+	switch v := v.(type) {
+	case nil:
+		return 0, nil
+	case int64:
+		return v, nil
+	case string:
+		return parseSize(v)
+	}
+	return 0, fmt.Errorf("want an integer number of bytes or a string like %q", example)
 }
 
 // readPassword sets a.Password from file, or else, when no password is
@@ -309,6 +374,24 @@ func parseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not a duration like \"5s\" or \"15m\"", s)
 	}
 	return d, nil
+}
+
+// parseInterval reads a check interval: agent.MinInterval at least. A
+// smaller one is an error, never silently raised.
+func parseInterval(s string) (time.Duration, error) {
+	d, err := parseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	return d, checkInterval(d)
+}
+
+// checkInterval refuses a check interval below agent.MinInterval.
+func checkInterval(d time.Duration) error {
+	if d < agent.MinInterval {
+		return fmt.Errorf("%v is below the minimum of %v", d, agent.MinInterval)
+	}
+	return nil
 }
 
 func parsePositiveDuration(s string) (time.Duration, error) {
@@ -540,7 +623,7 @@ func decodeError(path string, data []byte, err error) error {
 			want = "an array of strings"
 		case "use_version_prefix", "allow_insecure_auth":
 			want = "true or false"
-		case "timeout", "interval", "boot_deadline":
+		case "timeout", "interval", "boot_deadline", "min_rate_window":
 			want = `a duration string like "5s"`
 		case "keep_releases":
 			want = "an integer"
@@ -635,13 +718,14 @@ type appFlags struct {
 	user, passwordFile, caFile       string
 	allowInsecureAuth                bool
 	keepReleases                     int
+	minRate, minRateWindow           string
 }
 
 var appFlagNames = map[string]bool{
 	"name": true, "host": true, "project": true, "files": true, "app-dir": true, "state-dir": true,
 	"no-version-prefix": true, "install": true, "reset": true, "unit": true, "systemd-bus": true,
 	"hard-reset": true, "watchdog-device": true, "timeout": true, "user": true, "password-file": true, "ca-file": true,
-	"allow-insecure-auth": true, "max-file-size": true, "keep-releases": true,
+	"allow-insecure-auth": true, "max-file-size": true, "keep-releases": true, "min-rate": true, "min-rate-window": true,
 }
 
 // register adds the app flags to fs. There is no --password: a command line
@@ -667,6 +751,8 @@ func (f *appFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.allowInsecureAuth, "allow-insecure-auth", false, "allow Basic auth over plain http")
 	fs.StringVar(&f.maxFileSize, "max-file-size", "", "per-file size cap, bytes or like 512MiB (default 1GiB)")
 	fs.IntVar(&f.keepReleases, "keep-releases", 0, fmt.Sprintf("releases kept for rollback (default %d)", agent.DefaultKeepReleases))
+	fs.StringVar(&f.minRate, "min-rate", "", "cut a transfer slower than this many bytes a second over --min-rate-window, like 1KiB; 0: never (default 1KiB)")
+	fs.StringVar(&f.minRateWindow, "min-rate-window", "", fmt.Sprintf("the window of --min-rate (default %v)", agent.DefaultMinRateWindow))
 	fs.StringVar(&f.name, "name", "", "the app's name, for its state directory (default: --project)")
 }
 
@@ -712,8 +798,8 @@ func (f *appFlags) app() (agent.App, error) {
 			a.Files = append(a.Files, file)
 		}
 	}
-	var timeout time.Duration
-	var maxSize int64
+	var timeout, window time.Duration
+	var maxSize, minRate int64
 	var err error
 	if given["timeout"] {
 		if timeout, err = parseDuration(f.timeout); err != nil {
@@ -723,6 +809,16 @@ func (f *appFlags) app() (agent.App, error) {
 	if given["max-file-size"] {
 		if maxSize, err = parseSize(f.maxFileSize); err != nil {
 			return bad("max-file-size", "%v", err)
+		}
+	}
+	if given["min-rate"] {
+		if minRate, err = parseSize(f.minRate); err != nil {
+			return bad("min-rate", "%v", err)
+		}
+	}
+	if given["min-rate-window"] {
+		if window, err = parseDuration(f.minRateWindow); err != nil {
+			return bad("min-rate-window", "%v", err)
 		}
 	}
 	if err := readPassword(&a, f.passwordFile); err != nil {
@@ -738,6 +834,12 @@ func (f *appFlags) app() (agent.App, error) {
 	}
 	if given["keep-releases"] {
 		a.KeepReleases = f.keepReleases
+	}
+	if given["min-rate"] {
+		a.MinRate = minRate
+	}
+	if given["min-rate-window"] {
+		a.MinRateWindow = window
 	}
 	if err := a.Validate(); err != nil {
 		return agent.App{}, toFlagError(err)

@@ -76,6 +76,44 @@ func TestLoadConfigErrors(t *testing.T) {
 			`[[app]]`,
 			`project = "web"`,
 		}, "", "interval", 3, `"fortnightly" is not a duration`},
+		{"1ns global interval", []string{
+			`interval = "1ns"`,
+			`[[app]]`,
+		}, "", "interval", 1, "1ns is below the minimum of 1s"},
+		{"1ns app interval", []string{
+			`[[app]]`,
+			`project = "web"`,
+			`interval = "1ns"`,
+		}, "web", "interval", 3, "1ns is below the minimum of 1s"},
+		{"zero app interval", []string{
+			`[[app]]`,
+			`project = "web"`,
+			`interval = "0s"`,
+		}, "web", "interval", 3, "0s is below the minimum of 1s"},
+		{"bad min_rate", []string{
+			`[[app]]`,
+			`project = "web"`,
+			`min_rate = "slow"`,
+		}, "web", "min_rate", 3, `"slow" is not a size`},
+		{"min_rate as a float", []string{
+			`[[app]]`,
+			`project = "web"`,
+			`min_rate = 1.5`,
+		}, "web", "min_rate", 3, `want an integer number of bytes or a string like "1KiB"`},
+		{"negative min_rate", []string{
+			`[[app]]`,
+			`project = "web"`,
+			`host = "https://h"`,
+			`app_dir = "/opt/web"`,
+			`min_rate = -1`,
+		}, "web", "min_rate", 5, "negative"},
+		{"short min_rate_window", []string{
+			`[[app]]`,
+			`project = "web"`,
+			`host = "https://h"`,
+			`app_dir = "/opt/web"`,
+			`min_rate_window = "500ms"`,
+		}, "web", "min_rate_window", 5, "500ms is below the minimum of 1s"},
 		{"zero boot deadline", []string{
 			`boot_deadline = "0s"`,
 			`[[app]]`,
@@ -312,7 +350,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 			UseVersionPrefix: true, AppDir: "/opt/web", StateRoot: agent.DefaultStateRoot,
 			Install: agent.InstallInPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
 			HardReset: "reboot", Timeout: 5 * time.Second, MaxFileSize: agent.DefaultMaxFileSize,
-			KeepReleases: agent.DefaultKeepReleases,
+			KeepReleases: agent.DefaultKeepReleases, MinRate: agent.DefaultMinRate, MinRateWindow: time.Minute,
 		}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -349,6 +387,8 @@ allow_insecure_auth = true
 max_file_size = "512MiB"
 keep_releases = 3
 interval = "5m"
+min_rate = "2KiB"
+min_rate_window = "2m"
 
 [[app]]
 name = "b"
@@ -360,6 +400,7 @@ user = "dev"
 password_file = "b.password"
 ca_file = "ca.pem"
 max_file_size = 1000
+min_rate = 0
 `
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -376,7 +417,7 @@ max_file_size = 1000
 		Name: "a", Host: "http://10.0.0.2:8000/fleet", Project: "fleet/a", AppDir: "/opt/a", StateRoot: "/data/ota",
 		Install: agent.InstallSymlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
 		Timeout: 10 * time.Second, User: "dev", Password: "hunter2", AllowInsecureAuth: true,
-		MaxFileSize: 512 << 20, KeepReleases: 3, Interval: 5 * time.Minute,
+		MaxFileSize: 512 << 20, KeepReleases: 3, Interval: 5 * time.Minute, MinRate: 2048, MinRateWindow: 2 * time.Minute,
 	}
 	if !reflect.DeepEqual(a, wantA) {
 		t.Errorf("loadConfig(...) app a =\n%+v, want\n%+v", a, wantA)
@@ -389,6 +430,12 @@ max_file_size = 1000
 	}
 	if b.CAFile != filepath.Join(dir, "ca.pem") || b.MaxFileSize != 1000 || b.Interval != 0 {
 		t.Errorf("loadConfig(...) app b = %+v, want ca_file beside the config, max_file_size 1000, no own interval", b)
+	}
+	if b.MinRate != 0 || b.MinRateWindow != agent.DefaultMinRateWindow {
+		t.Errorf("loadConfig(...) app b = %+v, want min_rate 0 (off) and the default window", b)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("loadConfig(...) of a 0600 file = warnings %q, want none", cfg.Warnings)
 	}
 }
 
@@ -496,7 +543,7 @@ func TestAppFlags(t *testing.T) {
 		UseVersionPrefix: true, AppDir: "/opt/web", StateRoot: agent.DefaultStateRoot,
 		Install: agent.InstallInPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
 		HardReset: "reboot", Timeout: 5 * time.Second, MaxFileSize: agent.DefaultMaxFileSize,
-		KeepReleases: agent.DefaultKeepReleases,
+		KeepReleases: agent.DefaultKeepReleases, MinRate: agent.DefaultMinRate, MinRateWindow: agent.DefaultMinRateWindow,
 	}
 	if err != nil || !reflect.DeepEqual(a, want) {
 		t.Errorf("app() = %+v, %v, want\n%+v", a, err, want)
@@ -506,13 +553,13 @@ func TestAppFlags(t *testing.T) {
 		"--state-dir", "/data", "--no-version-prefix", "--install", "symlink", "--reset", "hard",
 		"--hard-reset", "watchdog", "--systemd-bus", "user", "--timeout", "30s", "--user", "u",
 		"--password-file", pwFile, "--allow-insecure-auth", "--ca-file", "/etc/ca.pem",
-		"--max-file-size", "2GB", "--keep-releases", "4")
+		"--max-file-size", "2GB", "--keep-releases", "4", "--min-rate", "512", "--min-rate-window", "90s")
 	a, err = f.app()
 	want = agent.App{
 		Name: "n", Host: "http://h:8000", Project: "p", AppDir: "/opt/p", StateRoot: "/data",
 		Install: agent.InstallSymlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
 		Timeout: 30 * time.Second, User: "u", Password: "s3cret", AllowInsecureAuth: true, CAFile: "/etc/ca.pem",
-		MaxFileSize: 2e9, KeepReleases: 4,
+		MaxFileSize: 2e9, KeepReleases: 4, MinRate: 512, MinRateWindow: 90 * time.Second,
 	}
 	if err != nil || !reflect.DeepEqual(a, want) {
 		t.Errorf("app() = %+v, %v, want\n%+v", a, err, want)
@@ -553,6 +600,8 @@ func TestAppFlagsErrors(t *testing.T) {
 		{"basic auth over http", []string{"--host", "http://h", "--project", "web", "--app-dir", "/opt/web",
 			"--user", "u", "--password-file", os.DevNull}, "--password-file", "empty"},
 		{"soft reset without unit", append(base, "--reset", "soft"), "--reset", "needs --unit"},
+		{"bad min rate", append(base, "--min-rate", "fast"), "--min-rate", "not a size"},
+		{"short min rate window", append(base, "--min-rate-window", "10ms"), "--min-rate-window", "below the minimum of 1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

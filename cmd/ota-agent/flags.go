@@ -61,7 +61,22 @@ func (a *appsCmd) parse(g *globals, args []string) (*Config, error) {
 	if a.log, err = newLogger(g.stderr, a.c.logLevel); err != nil {
 		return nil, err
 	}
-	return a.load()
+	cfg, err := a.load()
+	if err != nil {
+		return nil, err
+	}
+	// Once per run: the daemon's reloads go through load alone.
+	for _, w := range cfg.Warnings {
+		a.log.Warn().Msg(w)
+	}
+	return cfg, nil
+}
+
+// flagGiven reports whether the flag name was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // load (re)reads the apps, as the command line named them.
