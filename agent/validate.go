@@ -215,12 +215,17 @@ func checkUnit(unit string) error {
 // name, or any overlap between their app_dirs and state directories (one
 // app's files inside another's, or an app's state inside its own app_dir,
 // where an update or a symlink switch would clobber it). The later app of a
-// clashing pair is the one reported.
+// clashing pair is the one reported. Paths are compared with their
+// symlinks resolved, and existing directories by device and inode, so an
+// alias (a symlink, a bind mount) is no way around it; an app_dir that is
+// a system directory (/, /usr, /etc, /boot, ...) is refused.
 func ValidateApps(apps []App) error {
 	type dir struct {
 		app  int
 		key  string // "app_dir" or "state_dir"
 		path string
+		id   fileID
+		ok   bool // id is known: the directory exists
 	}
 	var dirs []dir
 	names := make(map[string]bool, len(apps))
@@ -229,19 +234,26 @@ func ValidateApps(apps []App) error {
 		if err := a.Validate(); err != nil {
 			return err
 		}
+		if err := a.checkSystemDir(); err != nil {
+			return err
+		}
 		if names[a.Name] {
 			return &ConfigError{App: a.Name, Key: "name", Msg: fmt.Sprintf("two apps are named %q", a.Name)}
 		}
 		names[a.Name] = true
-		dirs = append(dirs,
-			dir{i, "app_dir", filepath.Clean(a.AppDir)},
-			dir{i, "state_dir", filepath.Clean(a.StateDir())})
+		appDir := dir{app: i, key: "app_dir", path: a.appDirPath()}
+		if a.Install != InstallSymlink {
+			appDir.id, appDir.ok = idOf(appDir.path)
+		}
+		stateDir := dir{app: i, key: "state_dir", path: resolvePath(a.StateDir(), false)}
+		stateDir.id, stateDir.ok = idOf(stateDir.path)
+		dirs = append(dirs, appDir, stateDir)
 	}
 	for j, d := range dirs {
 		for _, e := range dirs[:j] {
 			var rel string
 			switch {
-			case d.path == e.path:
+			case d.path == e.path, d.ok && e.ok && d.id == e.id:
 				rel = "is also"
 			case within(d.path, e.path):
 				rel = "lies inside"

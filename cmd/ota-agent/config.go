@@ -841,7 +841,8 @@ func (f *appFlags) app() (agent.App, error) {
 	if given["min-rate-window"] {
 		a.MinRateWindow = window
 	}
-	if err := a.Validate(); err != nil {
+	// The same checks as a config file's apps get, overlaps and aliases included.
+	if err := agent.ValidateApps([]agent.App{a}); err != nil {
 		return agent.App{}, toFlagError(err)
 	}
 	return a, nil
