@@ -13,6 +13,13 @@ import (
 // temp file in the same directory, write, fsync, close, rename, fsync the
 // directory (the rename is only durable once its directory is).
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+// writeFile is WriteFile, with the fsyncs only when durable: a reader sees
+// the old or the new content either way, under a temp name of its own so
+// that two writers never share one.
+func writeFile(path string, data []byte, perm os.FileMode, durable bool) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -23,7 +30,9 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op once the rename succeeded
-	crashPoint("write " + base)
+	if durable {
+		crashPoint("write " + base)
+	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", tmp, err)
@@ -32,17 +41,24 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		f.Close()
 		return err
 	}
-	crashPoint("fsync " + base)
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+	if durable {
+		crashPoint("fsync " + base)
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("fsync %s: %w", tmp, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	crashPoint("rename " + base)
+	if durable {
+		crashPoint("rename " + base)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(dir)
 }

@@ -33,7 +33,8 @@ type Status struct {
 }
 
 // WriteStatus records app's last check under dir. It is volatile on
-// purpose: no fsync, a plain temp file and rename so readers never see half.
+// purpose (the runtime dir is a tmpfs): written whole under a temp name and
+// renamed, so readers never see half, but not fsynced.
 func WriteStatus(dir, app string, st Status) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -42,12 +43,7 @@ func WriteStatus(dir, app string, st Status) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, app+".json")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return writeFile(filepath.Join(dir, app+".json"), b, 0o644, false)
 }
 
 // ReadStatus returns app's last check; ok is false if none was recorded
@@ -63,14 +59,30 @@ func ReadStatus(dir, app string) (st Status, ok bool, err error) {
 	return st, true, json.Unmarshal(b, &st)
 }
 
-// ReleaseDirs lists the release directories kept under the app's state dir.
-func ReleaseDirs(stateDir string) []string {
+// View is what the state dir of one app holds, read without its lock and
+// changing nothing: what `status` shows while an update may run.
+type View struct {
+	State State
+	// Releases are the release directories kept for rollback, the live
+	// one (symlink mode) left out.
+	Releases []string
+	Pending  *Pending // an unfinished switch, nil if none
+}
+
+// Inspect reads the view of the app whose state dir is stateDir.
+func Inspect(stateDir string) (View, error) {
+	var v View
+	var err error
+	if v.State, err = ReadState(stateDir); err != nil {
+		return v, err
+	}
 	entries, _ := os.ReadDir(filepath.Join(stateDir, "releases"))
-	var out []string
+	v.Releases = []string{}
 	for _, e := range entries {
-		if e.IsDir() {
-			out = append(out, e.Name())
+		if e.IsDir() && e.Name() != v.State.Version && !isTempName(e.Name()) {
+			v.Releases = append(v.Releases, e.Name())
 		}
 	}
-	return out
+	v.Pending, err = PendingSwitch(stateDir)
+	return v, err
 }

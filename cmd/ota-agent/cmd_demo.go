@@ -11,7 +11,6 @@ import (
 
 	"github.com/ota-agent/ota-agent/agent"
 	"github.com/ota-agent/ota-agent/serve"
-	"github.com/ota-agent/ota-agent/store"
 )
 
 func init() {
@@ -144,7 +143,7 @@ func cmdDemo(ctx context.Context, g *globals, args []string) error {
 		return fmt.Errorf("demo: the broken release v1.0.2 was installed")
 	}
 	after, _ := os.ReadFile(filepath.Join(app.AppDir, "lib/util.py"))
-	st, err := store.ReadState(app.StateDir())
+	st, err := agent.StatusOf(app, "")
 	if err != nil {
 		return err
 	}
