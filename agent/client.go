@@ -42,7 +42,8 @@ var ErrEncoded = errors.New("body is not sent as stored")
 type StatusError struct {
 	URL  string
 	Code int
-	// RetryAfter is the server's Retry-After on a 429 or 503 (0 if none).
+	// RetryAfter is the delay the server's Retry-After asks for (0 if none
+	// or unreadable); Schedule.Next caps what it honours.
 	RetryAfter time.Duration
 }
 
