@@ -253,3 +253,22 @@ func names(entries []os.DirEntry) []string {
 	}
 	return out
 }
+
+// A release may turn a file into a directory two levels deep, and back.
+func TestInstallDeepShapeChange(t *testing.T) {
+	s := newStore(t, InPlace, 2)
+	v1 := map[string]string{"a": "v1 a file", "main.py": "v1"}
+	v2 := map[string]string{"a/b/c.txt": "v2 deep", "main.py": "v2"}
+	for _, step := range []struct {
+		v     string
+		files map[string]string
+	}{{"v1", v1}, {"v2", v2}, {"v3", v1}} {
+		install(t, s, step.v, step.files)
+		if d := diffTrees(files(t, s.AppDir()), step.files); d != "" {
+			t.Errorf("after Install(%s), app dir:%s", step.v, d)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.AppDir(), "a", "b")); err == nil {
+		t.Errorf("after Install(v3), a/b is left")
+	}
+}

@@ -208,12 +208,15 @@ func (s *Store) planInPlace(app *os.Root, cur State, paths []string) (plan, erro
 			dirs = append(dirs, d)
 		}
 		slices.Reverse(dirs)
+		under := false // below a directory the switch makes: nothing there yet
 		for _, d := range dirs {
 			if made[d] {
+				under = true
 				continue
 			}
 			fi, err := app.Lstat(d)
 			switch {
+			case under:
 			case errors.Is(err, fs.ErrNotExist):
 			case err != nil:
 				return blocked("%s: %v", f, err)
@@ -224,7 +227,7 @@ func (s *Store) planInPlace(app *os.Root, cur State, paths []string) (plan, erro
 			case !leaving[d]:
 				return blocked("%s: %s is a file that ota-agent did not install, and the release needs it as a directory", f, d)
 			}
-			made[d] = true
+			made[d], under = true, true
 			p.Mkdirs = append(p.Mkdirs, dirMeta{Path: d, Mode: 0o755, UID: uid, GID: gid})
 		}
 		if made[path.Dir(f)] {
