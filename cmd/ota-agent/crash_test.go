@@ -2,7 +2,7 @@ package main
 
 // Power cuts and crashes, against the real binary.
 //
-// The claim (DESIGN.md section 2): power loss at any instant leaves the old
+// The claim (README, "The switch"): power loss at any instant leaves the old
 // or the new release complete, never a mix, and never a corrupt state file;
 // the next run completes the update. The argument has two halves.
 //
@@ -31,9 +31,16 @@ package main
 //	append index P                 .ota-index names P                        fsync index P: first P's directory (the
 //	                                                                         entry), then the index, so an index line
 //	                                                                         never names a file that a power cut lost
-//	move old P  (in-place)         app/P -> releases/<old>/P                 fsync after move old P: both directories
-//	move new P  (in-place)         staging/<v>/P -> app/P                    fsync after move new P: both directories
-//	unmove new/old P (roll back)   the same renames backwards                fsync after unmove ...: both directories
+//	place backup P (in-place)      app/P linked (or copied and fsynced) to   fsync backup P (the temp file), then
+//	replace backup P               a temp name in releases/<old>/, renamed   fsync after replace backup P: the dir
+//	                               over P there; before the journal
+//	remove old P                   a file that left the release goes         fsync after remove old P: its dir
+//	rmdir D / mkdir D              a directory emptied / needed (shape)      fsync after rmdir D / fsync dir <parent>
+//	place new P                    staging/<v>/P linked (or copied) to a     fsync new P (the temp file)
+//	                               temp name beside app/P
+//	replace new P                  the temp renamed over app/P               fsync after replace new P: app/P's dir
+//	restore P / remove new P       the undo: backup placed back the same     fsync ... as above
+//	                               way, or a new file removed
 //	remove journal                 the switch is over                        fsync dir <state dir>, and only after
 //	                                                                         state.json's own rename pair
 //	move staged release (symlink)  staging/<v> -> releases/<v>               fsync dir releases, fsync dir staging
@@ -44,12 +51,13 @@ package main
 //	keep old app dir               <app>.ota-new (the old dir) ->            fsync dir releases, fsync dir <app's parent>
 //	                               releases/_before-<v>
 //
-// What the in-place journal adds: the replaced files' set is switched one
+// What the in-place journal adds: the release's files are switched one
 // rename at a time, so a mix of releases exists between "write journal" and
-// "remove journal"; the journal is durable first, and Recover (run by
-// `ota-agent recover` at boot before any app starts, and at the start of
-// every update) finishes it. In symlink mode the switch is one rename and
-// the app dir is never a mix, not even before Recover.
+// "remove journal" (each file whole: a rename over it); the journal is
+// durable first, and Recover (run by `ota-agent recover` at boot before any
+// app starts, and at the start of every update) finishes or undoes it. In
+// symlink mode the switch is one rename and the app dir is never a mix,
+// not even before Recover.
 
 import (
 	"bufio"
