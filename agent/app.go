@@ -2,6 +2,9 @@ package agent
 
 import (
 	"time"
+
+	"github.com/ota-agent/ota-agent/reset"
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // Defaults that a config file or flag may override.
@@ -28,12 +31,6 @@ const (
 	MinRateWindowFloor = time.Second
 )
 
-// Install modes.
-const (
-	InstallInPlace = "in-place"
-	InstallSymlink = "symlink"
-)
-
 // Reset kinds.
 const (
 	ResetNone = "none"
@@ -51,12 +48,12 @@ type App struct {
 	UseVersionPrefix  bool          // "<v>_<file>" (true) or "<v>/<file>"
 	AppDir            string        // where the app's files live
 	StateRoot         string        // the app's state is StateRoot/Name
-	Install           string        // InstallInPlace or InstallSymlink
+	Install           store.Mode    // store.InPlace (default) or store.Symlink
 	Reset             string        // ResetNone, ResetSoft or ResetHard
-	Unit              string        // systemd unit of the app, for soft resets
-	SystemdBus        string        // "system" (default) or "user"
-	HardReset         string        // "reboot" (default) or "watchdog"
-	WatchdogDevice    string        // for HardReset "watchdog"; default /dev/watchdog
+	Unit              string        // systemd unit of the app, for soft resets; see reset.CheckUnitName
+	SystemdBus        reset.Bus     // reset.BusSystem (default) or reset.BusUser
+	HardReset         reset.Method  // reset.MethodReboot (default) or reset.MethodWatchdog
+	WatchdogDevice    string        // for reset.MethodWatchdog; default reset.DefaultWatchdogDevice
 	Timeout           time.Duration // bounds each wait, not a whole transfer
 	User              string        // Basic auth user
 	Password          string        // Basic auth password (never logged)

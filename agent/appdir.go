@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // systemDirs are directories no app_dir may be, through any alias: an
@@ -54,7 +56,7 @@ func idOf(p string) (fileID, bool) {
 
 // appDirPath is where the app's files really are, for comparisons.
 func (a *App) appDirPath() string {
-	return resolvePath(a.AppDir, a.Install == InstallSymlink)
+	return resolvePath(a.AppDir, a.Install == store.Symlink)
 }
 
 // checkSystemDir refuses an app_dir that is a system directory, by path or
@@ -62,7 +64,7 @@ func (a *App) appDirPath() string {
 func (a *App) checkSystemDir() error {
 	real := a.appDirPath()
 	id, exists := idOf(real)
-	if a.Install == InstallSymlink {
+	if a.Install == store.Symlink {
 		exists = false // the link is replaced, not written through
 	}
 	for _, d := range systemDirs {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ota-agent/ota-agent/internal/testenv"
+	"github.com/ota-agent/ota-agent/store"
 )
 
 func dirApp(name, appDir, stateRoot string) App {
@@ -60,7 +61,7 @@ func TestValidateAppsAliases(t *testing.T) {
 		// A symlink-mode app_dir is the link itself, not what it points to.
 		{"a symlink-mode link into the state dir", []App{func() App {
 			a := dirApp("s", link(filepath.Join(state, "s", "releases", "v1"), "sym-app"), state)
-			a.Install = InstallSymlink
+			a.Install = store.Symlink
 			return a
 		}()}, "", ""},
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // An unchanged check writes nothing to persistent storage: no lock, no
@@ -14,8 +16,8 @@ import (
 // mtime and ctime (ctime moves on any change, content or metadata), and
 // none appears or goes.
 func TestUnchangedCheckWritesNothing(t *testing.T) {
-	for _, mode := range []string{InstallInPlace, InstallSymlink} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []store.Mode{store.InPlace, store.Symlink} {
+		t.Run(string(mode), func(t *testing.T) {
 			srv := newServer(t, sample())
 			e := newEnv(t, srv.URL)
 			e.app.Install = mode

@@ -12,7 +12,7 @@ type Status struct {
 	Name        string        `json:"name"`
 	AppDir      string        `json:"app_dir"`
 	StateDir    string        `json:"state_dir"`
-	Install     string        `json:"install"`
+	Install     store.Mode    `json:"install"`
 	Version     string        `json:"version"` // "" when nothing is installed
 	InstalledAt *time.Time    `json:"installed_at"`
 	Previous    string        `json:"previous"`

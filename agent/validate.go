@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ota-agent/ota-agent/reset"
+	"github.com/ota-agent/ota-agent/store"
 	"github.com/ota-agent/ota-agent/wire"
 )
 
@@ -19,7 +21,7 @@ func (a *App) ApplyDefaults() {
 		a.Name = a.Project
 	}
 	if a.Install == "" {
-		a.Install = InstallInPlace
+		a.Install = store.InPlace
 	}
 	if a.Reset == "" {
 		a.Reset = ResetNone
@@ -28,10 +30,10 @@ func (a *App) ApplyDefaults() {
 		}
 	}
 	if a.SystemdBus == "" {
-		a.SystemdBus = "system"
+		a.SystemdBus = reset.BusSystem
 	}
 	if a.HardReset == "" {
-		a.HardReset = "reboot"
+		a.HardReset = reset.MethodReboot
 	}
 	if a.Timeout == 0 {
 		a.Timeout = DefaultTimeout
@@ -56,11 +58,6 @@ func (a *App) ApplyDefaults() {
 	}
 	a.StateRoot = filepath.Clean(a.StateRoot)
 }
-
-// unitSuffixes are the unit types systemd accepts over D-Bus, which (unlike
-// systemctl) does not append ".service" to a bare name.
-var unitSuffixes = []string{".service", ".socket", ".target", ".mount", ".automount", ".swap",
-	".timer", ".path", ".slice", ".scope", ".device"}
 
 // Validate checks one app after ApplyDefaults. Every problem is reported as
 // a *ConfigError whose Key is the config file's key ("app_dir", "files");
@@ -118,9 +115,9 @@ func (a *App) Validate() error {
 		return bad("files", "%v", err)
 	}
 	switch a.Install {
-	case InstallInPlace, InstallSymlink:
+	case store.InPlace, store.Symlink:
 	default:
-		return bad("install", "%q is not %q or %q", a.Install, InstallInPlace, InstallSymlink)
+		return bad("install", "%q is not %q or %q", a.Install, store.InPlace, store.Symlink)
 	}
 	switch a.Reset {
 	case ResetNone, ResetHard:
@@ -132,15 +129,19 @@ func (a *App) Validate() error {
 		return bad("reset", "%q is not %q, %q or %q", a.Reset, ResetNone, ResetSoft, ResetHard)
 	}
 	if a.Unit != "" {
-		if err := checkUnit(a.Unit); err != nil {
+		if err := reset.CheckUnitName(a.Unit); err != nil {
 			return bad("unit", "%v", err)
 		}
 	}
-	if a.SystemdBus != "system" && a.SystemdBus != "user" {
-		return bad("systemd_bus", "%q is not \"system\" or \"user\"", a.SystemdBus)
+	switch a.SystemdBus {
+	case reset.BusSystem, reset.BusUser:
+	default:
+		return bad("systemd_bus", "%q is not %q or %q", string(a.SystemdBus), reset.BusSystem, reset.BusUser)
 	}
-	if a.HardReset != "reboot" && a.HardReset != "watchdog" {
-		return bad("hard_reset", "%q is not \"reboot\" or \"watchdog\"", a.HardReset)
+	switch a.HardReset {
+	case reset.MethodReboot, reset.MethodWatchdog:
+	default:
+		return bad("hard_reset", "%q is not %q or %q", a.HardReset, reset.MethodReboot, reset.MethodWatchdog)
 	}
 	if a.Timeout <= 0 {
 		return bad("timeout", "%v is not positive", a.Timeout)
@@ -199,18 +200,6 @@ func checkFiles(files []string) error {
 	return nil
 }
 
-func checkUnit(unit string) error {
-	if strings.ContainsAny(unit, "/\\") || strings.ContainsFunc(unit, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return fmt.Errorf("%q is not a unit name", wire.Quote(unit))
-	}
-	for _, s := range unitSuffixes {
-		if strings.HasSuffix(unit, s) && len(unit) > len(s) {
-			return nil
-		}
-	}
-	return fmt.Errorf("%q has no unit type; did you mean %q?", wire.Quote(unit), unit+".service")
-}
-
 // ValidateApps validates every app, then what the apps must not share: a
 // name, or any overlap between their app_dirs and state directories (one
 // app's files inside another's, or an app's state inside its own app_dir,
@@ -242,7 +231,7 @@ func ValidateApps(apps []App) error {
 		}
 		names[a.Name] = true
 		appDir := dir{app: i, key: "app_dir", path: a.appDirPath()}
-		if a.Install != InstallSymlink {
+		if a.Install != store.Symlink {
 			appDir.id, appDir.ok = idOf(appDir.path)
 		}
 		stateDir := dir{app: i, key: "state_dir", path: resolvePath(a.StateDir(), false)}

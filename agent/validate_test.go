@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ota-agent/ota-agent/reset"
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // validApp returns an app that passes Validate, for tests to break one field.
@@ -25,8 +28,8 @@ func validApp() App {
 func TestApplyDefaults(t *testing.T) {
 	a := App{Project: "p", AppDir: "/opt/p/", Unit: "p.service"}
 	a.ApplyDefaults()
-	want := App{Name: "p", Project: "p", AppDir: "/opt/p", Unit: "p.service", Install: InstallInPlace,
-		Reset: ResetSoft, SystemdBus: "system", HardReset: "reboot", Timeout: DefaultTimeout,
+	want := App{Name: "p", Project: "p", AppDir: "/opt/p", Unit: "p.service", Install: store.InPlace,
+		Reset: ResetSoft, SystemdBus: reset.BusSystem, HardReset: reset.MethodReboot, Timeout: DefaultTimeout,
 		MaxFileSize: DefaultMaxFileSize, KeepReleases: DefaultKeepReleases, StateRoot: DefaultStateRoot}
 	if a.Name != want.Name || a.AppDir != want.AppDir || a.Install != want.Install || a.Reset != want.Reset ||
 		a.SystemdBus != want.SystemdBus || a.HardReset != want.HardReset || a.Timeout != want.Timeout ||
@@ -61,9 +64,9 @@ func TestValidate(t *testing.T) {
 		}, "", ""},
 		{"https with auth", func(a *App) { a.User, a.Password = "u", "secret" }, "", ""},
 		{"ca_file with http", func(a *App) { a.Host, a.CAFile = "http://h", "/etc/ca.pem" }, "", ""},
-		{"symlink", func(a *App) { a.Install = InstallSymlink }, "", ""},
-		{"hard reset by watchdog", func(a *App) { a.Reset, a.HardReset, a.Unit = ResetHard, "watchdog", "" }, "", ""},
-		{"user bus", func(a *App) { a.SystemdBus = "user" }, "", ""},
+		{"symlink", func(a *App) { a.Install = store.Symlink }, "", ""},
+		{"hard reset by watchdog", func(a *App) { a.Reset, a.HardReset, a.Unit = ResetHard, reset.MethodWatchdog, "" }, "", ""},
+		{"user bus", func(a *App) { a.SystemdBus = reset.BusUser }, "", ""},
 
 		{"empty name", func(a *App) { a.Name = "" }, "name", "not a safe name"},
 		{"name with slash", func(a *App) { a.Name = "fleet/web" }, "name", `"fleet/web"`},

@@ -57,8 +57,7 @@ func (b Bus) validate() error {
 // a Unit holds no connection and no state between calls, so it may be kept
 // for the life of the program and used from one goroutine at a time.
 type Unit struct {
-	// Name is the unit, e.g. "myapp.service". A name without a unit type
-	// suffix gets ".service", as systemctl does.
+	// Name is the unit, e.g. "myapp.service", as CheckUnitName accepts it.
 	Name string
 	// Bus selects the manager; "" means BusSystem.
 	Bus Bus
@@ -131,26 +130,46 @@ func (u *Unit) validate() error {
 	if u.Name == "" {
 		return errors.New("systemd unit: no unit name")
 	}
+	if err := CheckUnitName(u.Name); err != nil {
+		return fmt.Errorf("systemd unit: %w", err)
+	}
 	return u.Bus.validate()
 }
 
-// unitSuffixes are systemd's unit types; a name without one is a service.
+// unitSuffixes are the unit types systemd accepts over D-Bus, which (unlike
+// systemctl) does not append ".service" to a bare name.
 var unitSuffixes = []string{
 	".service", ".socket", ".target", ".device", ".mount", ".automount",
 	".swap", ".timer", ".path", ".slice", ".scope",
 }
 
-// unitName is Name as systemd knows it.
-func (u *Unit) unitName() string {
+// CheckUnitName is the one rule for a unit name: no slash, backslash or
+// control character, and a unit type suffix ("app.service"). A bare name
+// is refused with the ".service" it probably meant rather than completed,
+// because D-Bus, unlike systemctl, takes the name as given. The name may
+// come from a config file; errors quote it.
+func CheckUnitName(name string) error {
+	if strings.ContainsAny(name, "/\\") || strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("%q is not a unit name", quote(name))
+	}
 	for _, s := range unitSuffixes {
-		if strings.HasSuffix(u.Name, s) {
-			return u.Name
+		if strings.HasSuffix(name, s) && len(name) > len(s) {
+			return nil
 		}
 	}
-	return u.Name + ".service"
+	return fmt.Errorf("%q has no unit type; did you mean %q?", quote(name), name+".service")
+}
+
+// quote shortens a name for an error message, as wire.Quote does.
+func quote(s string) string {
+	const max = 40
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }
 
 // errorf prefixes an error with the operation, the unit and the bus.
 func (u *Unit) errorf(op, format string, args ...any) error {
-	return fmt.Errorf("%s %s (%s bus): %w", op, u.unitName(), u.Bus, fmt.Errorf(format, args...))
+	return fmt.Errorf("%s %s (%s bus): %w", op, u.Name, u.Bus, fmt.Errorf(format, args...))
 }

@@ -32,7 +32,7 @@ type unitState struct {
 // state reads the unit's properties. Reading them makes systemd load the
 // unit, so a missing unit yields LoadState "not-found", not a D-Bus error.
 func (u *Unit) state(ctx context.Context, conn *sddbus.Conn) (unitState, error) {
-	props, err := conn.GetUnitPropertiesContext(ctx, u.unitName())
+	props, err := conn.GetUnitPropertiesContext(ctx, u.Name)
 	if err != nil {
 		return unitState{}, err
 	}
@@ -60,7 +60,7 @@ func (st unitState) loaded() error {
 // result is the unit's own result ("exit-code", "timeout", ...) for the
 // unit types that have one, for error messages; "" when unknown.
 func (u *Unit) result(ctx context.Context, conn *sddbus.Conn) string {
-	name := u.unitName()
+	name := u.Name
 	i := strings.LastIndexByte(name, '.')
 	typ := name[i+1:]
 	switch typ {
@@ -130,11 +130,11 @@ func (u *Unit) stop(ctx context.Context) (bool, error) {
 	case "deactivating":
 		// Someone else is stopping it: wait for that, but do not restart it.
 	default: // inactive, failed, maintenance
-		u.Log.Debug().Str("unit", u.unitName()).Str("state", st.active).Msg("unit not running; not stopping it")
+		u.Log.Debug().Str("unit", u.Name).Str("state", st.active).Msg("unit not running; not stopping it")
 		return false, nil
 	}
 	ch := make(chan string, 1)
-	if _, err := conn.StopUnitContext(ctx, u.unitName(), "replace", ch); err != nil {
+	if _, err := conn.StopUnitContext(ctx, u.Name, "replace", ch); err != nil {
 		return wasActive, u.errorf("stop", "%w", err)
 	}
 	if err := waitJob(ctx, ch); err != nil {
@@ -143,7 +143,7 @@ func (u *Unit) stop(ctx context.Context) (bool, error) {
 		}
 		return wasActive, u.errorf("stop", "%w", err)
 	}
-	u.Log.Debug().Str("unit", u.unitName()).Str("invocation", st.invocation).Bool("was_active", wasActive).Msg("unit stopped")
+	u.Log.Debug().Str("unit", u.Name).Str("invocation", st.invocation).Bool("was_active", wasActive).Msg("unit stopped")
 	return wasActive, nil
 }
 
@@ -161,7 +161,7 @@ func (u *Unit) start(ctx context.Context) error {
 		return u.errorf("start", "%w", err)
 	}
 	ch := make(chan string, 1)
-	if _, err := conn.StartUnitContext(ctx, u.unitName(), "replace", ch); err != nil {
+	if _, err := conn.StartUnitContext(ctx, u.Name, "replace", ch); err != nil {
 		return u.errorf("start", "%w", err)
 	}
 	if err := waitJob(ctx, ch); err != nil {
@@ -186,7 +186,7 @@ func (u *Unit) start(ctx context.Context) error {
 			if st.invocation == before.invocation {
 				return u.errorf("start", "unit was already running (invocation %s) and was not restarted", before.invocation)
 			}
-			u.Log.Debug().Str("unit", u.unitName()).Str("invocation", st.invocation).Msg("unit started")
+			u.Log.Debug().Str("unit", u.Name).Str("invocation", st.invocation).Msg("unit started")
 			return nil
 		case "activating", "reloading":
 		default:

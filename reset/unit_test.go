@@ -109,11 +109,12 @@ func TestUnitCheck(t *testing.T) {
 	writeApp(t, m, "app.service", 0)
 	ctx := testCtx(t)
 
-	for _, name := range []string{"app.service", "app"} {
-		u := &reset.Unit{Name: name, Bus: reset.BusUser}
-		if err := u.Check(ctx); err != nil {
-			t.Errorf("Check(%q) = %v, want nil", name, err)
-		}
+	if err := (&reset.Unit{Name: "app.service", Bus: reset.BusUser}).Check(ctx); err != nil {
+		t.Errorf("Check(%q) = %v, want nil", "app.service", err)
+	}
+	// D-Bus takes a name as given: a bare one is refused, not completed.
+	if err := (&reset.Unit{Name: "app", Bus: reset.BusUser}).Check(ctx); err == nil || !strings.Contains(err.Error(), `"app.service"`) {
+		t.Errorf("Check(%q) = %v, want an error suggesting app.service", "app", err)
 	}
 
 	u := &reset.Unit{Name: "missing.service", Bus: reset.BusUser}
@@ -202,7 +203,7 @@ func TestUnitStopWaitsForExit(t *testing.T) {
 	pid := show(t, m, "slow.service", "MainPID")
 	waitPID(t, dir, pid)
 
-	u := &reset.Unit{Name: "slow", Bus: reset.BusUser}
+	u := &reset.Unit{Name: "slow.service", Bus: reset.BusUser}
 	start := time.Now()
 	wasActive, err := u.Stop(testCtx(t))
 	took := time.Since(start)
@@ -363,5 +364,25 @@ func TestReboot(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "rebooted")); err != nil {
 		t.Errorf("reboot.target reached without its work: %v", err)
+	}
+}
+
+func TestCheckUnitName(t *testing.T) {
+	for _, tt := range []struct {
+		name, want string // want: a part of the error, "" for nil
+	}{
+		{"app.service", ""},
+		{"app@1.service", ""},
+		{"data.mount", ""},
+		{"app", `"app" has no unit type; did you mean "app.service"?`},
+		{".service", "has no unit type"},
+		{"../app.service", "is not a unit name"},
+		{`a\b.service`, "is not a unit name"},
+		{"app\n.service", "is not a unit name"},
+	} {
+		err := reset.CheckUnitName(tt.name)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("CheckUnitName(%q) = %v, want %q", tt.name, err, tt.want)
+		}
 	}
 }

@@ -19,7 +19,7 @@ import (
 // a power cut at any later instant is finished (or undone) by Recover.
 type journal struct {
 	Schema int    `json:"schema"`
-	Mode   string `json:"mode"`
+	Mode   Mode   `json:"mode"`
 	From   string `json:"from"`
 	To     string `json:"to"`
 	// Backup is the directory under releases/ that receives what the

@@ -37,7 +37,7 @@ func TestSymlinkReleaseReadableByAppUser(t *testing.T) {
 
 func TestOpenStateDirMode(t *testing.T) {
 	tests := []struct {
-		mode     string
+		mode     Mode
 		existing os.FileMode // 0: the state dir does not exist yet
 		want     os.FileMode
 	}{

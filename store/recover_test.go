@@ -290,8 +290,8 @@ func TestRecoverSymlink(t *testing.T) {
 // new switch starts from the release Recover completed, not from the one
 // state.json named before.
 func TestInstallOverPendingSwitch(t *testing.T) {
-	for _, mode := range []string{InPlace, Symlink} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []Mode{InPlace, Symlink} {
+		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
 			s := newStore(t, mode, 2)
 			install(t, s, "v1", recoverV1)

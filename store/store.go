@@ -18,10 +18,13 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Install modes.
+// Mode is how a release is installed into the app directory.
+type Mode string
+
+// Install modes. The zero value means InPlace.
 const (
-	InPlace = "in-place" // files renamed into app_dir, others left alone
-	Symlink = "symlink"  // app_dir is a symlink to releases/<version>/
+	InPlace Mode = "in-place" // files renamed into app_dir, others left alone
+	Symlink Mode = "symlink"  // app_dir is a symlink to releases/<version>/
 )
 
 // SchemaVersion is the state.json format this build writes and reads.
@@ -41,7 +44,7 @@ type State struct {
 	Schema      int       `json:"schema"`
 	Version     string    `json:"version"`
 	InstalledAt time.Time `json:"installed_at"`
-	Install     string    `json:"install"`
+	Install     Mode      `json:"install"`
 	Previous    string    `json:"previous,omitempty"`
 	// Releases lists the directories under releases/ kept for rollback,
 	// newest first.
@@ -53,15 +56,15 @@ type State struct {
 type Store struct {
 	dir    string // <state_dir>/<app>
 	appDir string
-	mode   string
+	mode   Mode
 	keep   int
 	log    zerolog.Logger
 }
 
 // Options configure Open.
 type Options struct {
-	Mode         string // InPlace (default) or Symlink
-	KeepReleases int    // releases kept for rollback, at least 1
+	Mode         Mode // InPlace (default) or Symlink
+	KeepReleases int  // releases kept for rollback, at least 1
 	Log          zerolog.Logger
 }
 

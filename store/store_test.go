@@ -15,7 +15,7 @@ import (
 
 // newStore opens a store whose state dir and app dir are fresh temp dirs
 // on one filesystem. In symlink mode the app dir does not exist yet.
-func newStore(t *testing.T, mode string, keep int) *Store {
+func newStore(t *testing.T, mode Mode, keep int) *Store {
 	t.Helper()
 	root := t.TempDir()
 	s, err := Open(filepath.Join(root, "state", "app"), filepath.Join(root, "app"), Options{Mode: mode, KeepReleases: keep})

@@ -19,6 +19,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/ota-agent/ota-agent/agent"
+	"github.com/ota-agent/ota-agent/reset"
 	"github.com/ota-agent/ota-agent/store"
 	"github.com/ota-agent/ota-agent/wire"
 )
@@ -27,7 +28,7 @@ import (
 // defaults applied and validated.
 type Config struct {
 	StateRoot    string        // global state_dir, default agent.DefaultStateRoot
-	Interval     time.Duration // global interval, default 15m
+	Interval     time.Duration // global interval, default agent.DefaultInterval
 	BootDeadline time.Duration // global boot_deadline, default 2m
 	RuntimeDir   string        // global runtime_dir, default store.DefaultRuntimeDir
 	RebootGrace  time.Duration // global reboot_grace, default 90s
@@ -39,7 +40,6 @@ type Config struct {
 
 const (
 	defaultConfigPath   = "/etc/ota-agent/config.toml"
-	defaultInterval     = 15 * time.Minute
 	defaultBootDeadline = 2 * time.Minute
 	defaultRebootGrace  = 90 * time.Second
 )
@@ -93,7 +93,7 @@ var (
 
 // defaultConfig is the configuration before the file or flags say more.
 func defaultConfig() *Config {
-	return &Config{StateRoot: agent.DefaultStateRoot, Interval: defaultInterval, BootDeadline: defaultBootDeadline,
+	return &Config{StateRoot: agent.DefaultStateRoot, Interval: agent.DefaultInterval, BootDeadline: defaultBootDeadline,
 		RuntimeDir: store.DefaultRuntimeDir, RebootGrace: defaultRebootGrace}
 }
 
@@ -233,8 +233,8 @@ func (fa *fileApp) app(stateRoot, configDir string) (agent.App, error) {
 	}
 	a := agent.App{
 		Name: fa.Name, Host: fa.Host, Project: fa.Project, Files: fa.Files, UseVersionPrefix: true,
-		AppDir: fa.AppDir, StateRoot: stateRoot, Install: fa.Install, Reset: fa.Reset, Unit: fa.Unit,
-		SystemdBus: fa.SystemdBus, HardReset: fa.HardReset, WatchdogDevice: fa.WatchdogDevice, User: fa.User, CAFile: fa.CAFile,
+		AppDir: fa.AppDir, StateRoot: stateRoot, Install: store.Mode(fa.Install), Reset: fa.Reset, Unit: fa.Unit,
+		SystemdBus: reset.Bus(fa.SystemdBus), HardReset: reset.Method(fa.HardReset), WatchdogDevice: fa.WatchdogDevice, User: fa.User, CAFile: fa.CAFile,
 		AllowInsecureAuth: fa.AllowInsecureAuth,
 	}
 	if fa.UseVersionPrefix != nil {
@@ -789,8 +789,8 @@ func (f *appFlags) app() (agent.App, error) {
 	}
 	a := agent.App{
 		Name: f.name, Host: f.host, Project: f.project, UseVersionPrefix: !f.noVersionPrefix,
-		AppDir: f.appDir, StateRoot: f.stateDir, Install: f.install, Reset: f.reset, Unit: f.unit,
-		SystemdBus: f.systemdBus, HardReset: f.hardReset, WatchdogDevice: f.watchdogDevice, User: f.user, CAFile: f.caFile,
+		AppDir: f.appDir, StateRoot: f.stateDir, Install: store.Mode(f.install), Reset: f.reset, Unit: f.unit,
+		SystemdBus: reset.Bus(f.systemdBus), HardReset: reset.Method(f.hardReset), WatchdogDevice: f.watchdogDevice, User: f.user, CAFile: f.caFile,
 		AllowInsecureAuth: f.allowInsecureAuth,
 	}
 	for _, file := range strings.Split(f.files, ",") {

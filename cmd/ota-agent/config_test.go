@@ -348,7 +348,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Apps: []agent.App{{
 			Name: "web", Host: "https://ota.example.com", Project: "web", Files: []string{"main.py", "lib/util.py"},
 			UseVersionPrefix: true, AppDir: "/opt/web", StateRoot: agent.DefaultStateRoot,
-			Install: agent.InstallInPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
+			Install: store.InPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
 			HardReset: "reboot", Timeout: 5 * time.Second, MaxFileSize: agent.DefaultMaxFileSize,
 			KeepReleases: agent.DefaultKeepReleases, MinRate: agent.DefaultMinRate, MinRateWindow: time.Minute,
 		}},
@@ -415,7 +415,7 @@ min_rate = 0
 	a, b := cfg.Apps[0], cfg.Apps[1]
 	wantA := agent.App{
 		Name: "a", Host: "http://10.0.0.2:8000/fleet", Project: "fleet/a", AppDir: "/opt/a", StateRoot: "/data/ota",
-		Install: agent.InstallSymlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
+		Install: store.Symlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
 		Timeout: 10 * time.Second, User: "dev", Password: "hunter2", AllowInsecureAuth: true,
 		MaxFileSize: 512 << 20, KeepReleases: 3, Interval: 5 * time.Minute, MinRate: 2048, MinRateWindow: 2 * time.Minute,
 	}
@@ -541,7 +541,7 @@ func TestAppFlags(t *testing.T) {
 	want := agent.App{
 		Name: "web", Host: "https://ota.example.com", Project: "web", Files: []string{"main.py", "lib/util.py"},
 		UseVersionPrefix: true, AppDir: "/opt/web", StateRoot: agent.DefaultStateRoot,
-		Install: agent.InstallInPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
+		Install: store.InPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
 		HardReset: "reboot", Timeout: 5 * time.Second, MaxFileSize: agent.DefaultMaxFileSize,
 		KeepReleases: agent.DefaultKeepReleases, MinRate: agent.DefaultMinRate, MinRateWindow: agent.DefaultMinRateWindow,
 	}
@@ -557,7 +557,7 @@ func TestAppFlags(t *testing.T) {
 	a, err = f.app()
 	want = agent.App{
 		Name: "n", Host: "http://h:8000", Project: "p", AppDir: "/opt/p", StateRoot: "/data",
-		Install: agent.InstallSymlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
+		Install: store.Symlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
 		Timeout: 30 * time.Second, User: "u", Password: "s3cret", AllowInsecureAuth: true, CAFile: "/etc/ca.pem",
 		MaxFileSize: 2e9, KeepReleases: 4, MinRate: 512, MinRateWindow: 90 * time.Second,
 	}

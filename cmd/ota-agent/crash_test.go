@@ -176,7 +176,8 @@ func (rs *crashServer) serve(w http.ResponseWriter, r *http.Request) {
 // device is one board: an app dir and a state dir under root, managed by
 // the agent binary bin for project (the app's name too).
 type crashDevice struct {
-	bin, root, project, mode, host string
+	bin, root, project, host string
+	mode                     store.Mode
 }
 
 func (d *crashDevice) appDir() string   { return filepath.Join(d.root, "app") }
@@ -187,7 +188,7 @@ func (d *crashDevice) cmd(verb, v string, env ...string) (*exec.Cmd, *bytes.Buff
 	c := exec.Command(d.bin, verb,
 		"--host", d.host, "--project", d.project, "--files", crashFiles(v),
 		"--app-dir", d.appDir(), "--state-dir", filepath.Join(d.root, "state"),
-		"--runtime-dir", filepath.Join(d.root, "run"), "--install", d.mode, "--log-level", "debug")
+		"--runtime-dir", filepath.Join(d.root, "run"), "--install", string(d.mode), "--log-level", "debug")
 	c.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
@@ -527,7 +528,7 @@ func buildAgentBinary(t *testing.T, dir, name string, tags ...string) string {
 // fresh device to release from.
 type crashScenario struct {
 	name     string
-	mode     string
+	mode     store.Mode
 	from, to string
 	// before is the app dir's content before anything is installed:
 	// files not in any release (in-place leaves them alone) or a real
@@ -680,11 +681,11 @@ func TestPowerCut(t *testing.T) {
 			seed = s
 		}
 		t.Logf("seed %d (set OTA_CRASH_SEED to repeat)", seed)
-		for _, mode := range []string{store.InPlace, store.Symlink} {
-			t.Run(mode, func(t *testing.T) {
+		for _, mode := range []store.Mode{store.InPlace, store.Symlink} {
+			t.Run(string(mode), func(t *testing.T) {
 				t.Parallel()
 				// How long an update takes here sets the range of the kills.
-				probe := &crashDevice{bin: plain, root: filepath.Join(t.TempDir(), "probe"), project: "slow-probe-" + mode, mode: mode, host: rs.URL}
+				probe := &crashDevice{bin: plain, root: filepath.Join(t.TempDir(), "probe"), project: "slow-probe-" + string(mode), mode: mode, host: rs.URL}
 				crashScenario{from: "v1"}.prepare(t, probe, rs)
 				var took []time.Duration
 				for _, v := range []string{"v2", "v1", "v2"} {

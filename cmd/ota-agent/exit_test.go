@@ -243,8 +243,8 @@ func TestStateDirOnAnotherFilesystem(t *testing.T) {
 	if unix.Statfs("/dev/shm", &shm) != nil || unix.Statfs(dir, &tmp) != nil || shm.Fsid == tmp.Fsid {
 		testenv.Require(t, "/dev/shm on another filesystem than the temp dir", false)
 	}
-	for _, mode := range []string{store.InPlace, store.Symlink} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []store.Mode{store.InPlace, store.Symlink} {
+		t.Run(string(mode), func(t *testing.T) {
 			dir := t.TempDir()
 			parent, err := os.MkdirTemp("/dev/shm", "ota-agent-test-")
 			if err != nil {
@@ -255,7 +255,7 @@ func TestStateDirOnAnotherFilesystem(t *testing.T) {
 			for _, v := range []string{"v2", "v1"} {
 				srv := cliServer(t, v, nil)
 				args := append([]string{"update"}, appArgs(srv.URL, dir)...)
-				args = append(args, "--app-dir", appDir, "--install", mode)
+				args = append(args, "--app-dir", appDir, "--install", string(mode))
 				code, _, stderr := runCLI(t, args...)
 				if code != ExitOK {
 					t.Fatalf("update to %s across filesystems = exit %d, stderr %q; want 0", v, code, stderr)

@@ -53,14 +53,15 @@ func faultServer(t *testing.T) (*httptest.Server, *atomic.Value) {
 }
 
 type faultDevice struct {
-	dir, appDir, host, mode string
+	dir, appDir, host string
+	mode              store.Mode
 }
 
 func (d faultDevice) update(t *testing.T) (int, string) {
 	t.Helper()
 	args := []string{"update", "--host", d.host, "--project", "p", "--files", strings.Join(faultFiles, ","),
 		"--app-dir", d.appDir, "--state-dir", filepath.Join(d.dir, "state"),
-		"--runtime-dir", filepath.Join(d.dir, "run"), "--install", d.mode, "--timeout", "5s"}
+		"--runtime-dir", filepath.Join(d.dir, "run"), "--install", string(d.mode), "--timeout", "5s"}
 	code, _, stderr := runCLI(t, args...)
 	return code, stderr
 }

@@ -57,7 +57,7 @@ func hardReset(ctx context.Context, apps []agent.App, names []string, grace time
 	if device == "" {
 		device = reset.DefaultWatchdogDevice
 	}
-	log.Warn().Strs("apps", names).Str("how", first.HardReset).Msg("hard reset: restarting the board")
+	log.Warn().Strs("apps", names).Str("how", string(first.HardReset)).Msg("hard reset: restarting the board")
 	stopping := ctx.Done()
 	ctx = context.WithoutCancel(ctx) // a SIGTERM now is the reboot itself
 	if first.HardReset == "watchdog" {
