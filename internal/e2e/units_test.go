@@ -354,7 +354,7 @@ func unitsDaemonLog(t *testing.T, c *testenv.Container) string {
 }
 
 // unitsPublish publishes version v of app a into the release directory,
-// files first and the version last.
+// files first and the version last, replaced atomically.
 func unitsPublish(t *testing.T, releases string, a unitsApp, v string) {
 	t.Helper()
 	dir := filepath.Join(releases, a.name)
@@ -366,7 +366,13 @@ func unitsPublish(t *testing.T, releases string, a unitsApp, v string) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "version"), []byte(v+"\n"), 0o644); err != nil {
+	// By rename: the daemon may be reading it (a truncated version is an
+	// empty tag, a failed check).
+	tmp := filepath.Join(dir, "version.tmp")
+	if err := os.WriteFile(tmp, []byte(v+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "version")); err != nil {
 		t.Fatal(err)
 	}
 }
