@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ota-agent/ota-agent/agent"
@@ -12,6 +14,14 @@ func init() {
 	commands["update"] = command{cmdUpdate, "bring apps to the published version (check, download, switch, reset)"}
 }
 
+// errBootDeadline marks what boot_deadline cut short: exit 75, as for an
+// unreachable server, which the boot unit tolerates; the next run retries.
+var errBootDeadline = errors.New("boot_deadline passed")
+
+// cmdUpdate updates every app, one after another, then restarts the board
+// once if any app with reset "hard" switched. With --boot the apps get
+// boot_deadline in all; the hard reset does not: only SIGTERM or SIGINT
+// (ctx) tells it that the reboot is under way.
 func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	a := newAppsCmd(g, "update", "Brings each app (all by default) to the version its server publishes.")
 	var wait waitFlag
@@ -22,26 +32,42 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	log := a.log
+	appCtx := ctx
 	if *boot {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.BootDeadline)
+		appCtx, cancel = context.WithTimeout(ctx, cfg.BootDeadline)
 		defer cancel()
 	}
-	var reboot []string
-	err = forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
-		res, err := updateApp(ctx, app, log, wait.d, cfg.RuntimeDir)
+	// cut names the boot deadline as the cause of err, if it was.
+	cut := func(err error) error {
+		if appCtx.Err() == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fmt.Errorf("%w (%v): %w", errBootDeadline, cfg.BootDeadline, err)
+	}
+	var reboot []agent.App
+	err = forEachApp(ctx, cfg.Apps, log, func(_ context.Context, app agent.App) error {
+		if err := appCtx.Err(); err != nil {
+			return cut(fmt.Errorf("not checked: %w", err))
+		}
+		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir)
 		if err == nil && !res.Updated {
 			// One line per run, so the boot unit's journal says why nothing changed.
 			log.Info().Str("app", app.Name).Str("version", res.Installed).Msg("up to date")
 		}
 		if res.NeedsReboot {
-			reboot = append(reboot, app.Name)
+			reboot = append(reboot, app)
 		}
-		return err
+		return cut(err)
 	})
 	if len(reboot) > 0 {
 		// Every app is switched before the one reboot they share.
-		if rerr := hardReset(ctx, cfg.Apps, reboot, cfg.RebootGrace, log); rerr != nil {
+		names := make([]string, len(reboot))
+		for i, app := range reboot {
+			names[i] = app.Name
+		}
+		h := hardResetFor(reboot[0], names, cfg.RebootGrace, g.machine, log)
+		if rerr := h.Restart(ctx.Done()); rerr != nil {
 			log.Error().Err(rerr).Msg("hard reset failed")
 			return exitCodeError{worst(codeOf(err), ExitFailed)}
 		}

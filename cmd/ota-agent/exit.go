@@ -68,7 +68,7 @@ func codeOf(err error) int {
 		return ExitUsage
 	case errors.Is(err, errUpdateAvailable):
 		return ExitUpdateAvail
-	case errors.Is(err, agent.ErrUnreachable):
+	case errors.Is(err, agent.ErrUnreachable), errors.Is(err, errBootDeadline):
 		return ExitTempFail
 	}
 	return ExitFailed
@@ -77,9 +77,11 @@ func codeOf(err error) int {
 // errUsage marks a command-line mistake.
 var errUsage = errors.New("usage error")
 
-// globals is what every subcommand shares: where to print.
+// globals is what every subcommand shares: where to print, and the
+// machine a hard reset acts on (nil: this host; tests pass a fake).
 type globals struct {
 	stdout, stderr io.Writer
+	machine        reset.Machine
 }
 
 // exitCode reports err (once) and returns its exit code.

@@ -1,45 +1,84 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/ota-agent/ota-agent/internal/testenv"
 	"github.com/ota-agent/ota-agent/reset"
 )
 
-// machine replaces what a hard reset does to the machine and records it.
+// machine is a reset.Machine that records what a hard reset does to the
+// machine instead of doing it; tests replace its functions.
 type machine struct {
-	calls []string
+	mu               sync.Mutex
+	calls            []string
+	rebootViaSystemd func(ctx context.Context, bus reset.Bus) error
+	fireWatchdog     func(ctx context.Context, dev string) (time.Duration, error)
+	rebootNow        func() error
 }
 
-func fakeMachine(t *testing.T, watchdogErr error, grace chan time.Time) *machine {
+var _ reset.Machine = (*machine)(nil)
+
+func (m *machine) Reboot(ctx context.Context, bus reset.Bus) error {
+	return m.rebootViaSystemd(ctx, bus)
+}
+func (m *machine) FireWatchdog(ctx context.Context, dev string) (time.Duration, error) {
+	return m.fireWatchdog(ctx, dev)
+}
+func (m *machine) RebootNow() error { return m.rebootNow() }
+
+func (m *machine) record(s string) {
+	m.mu.Lock()
+	m.calls = append(m.calls, s)
+	m.mu.Unlock()
+}
+
+func (m *machine) steps() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return strings.Join(m.calls, ",")
+}
+
+// fakeMachine is a board that never goes down: systemd queues the reboot,
+// the watchdog arms (with a 10 ms timeout) or fails with watchdogErr, and
+// reboot(2) returns.
+func fakeMachine(watchdogErr error) *machine {
 	m := &machine{}
-	oldReboot, oldFire, oldNow, oldAfter := rebootViaSystemd, fireWatchdog, rebootNow, afterGrace
-	t.Cleanup(func() { rebootViaSystemd, fireWatchdog, rebootNow, afterGrace = oldReboot, oldFire, oldNow, oldAfter })
-	rebootViaSystemd = func(ctx context.Context, bus reset.Bus) error { m.calls = append(m.calls, "reboot.target"); return nil }
-	fireWatchdog = func(ctx context.Context, dev string, log zerolog.Logger) (time.Duration, error) {
-		m.calls = append(m.calls, "watchdog "+dev)
-		return 15 * time.Second, watchdogErr
+	m.rebootViaSystemd = func(ctx context.Context, bus reset.Bus) error { m.record("reboot.target"); return nil }
+	m.fireWatchdog = func(ctx context.Context, dev string) (time.Duration, error) {
+		m.record("watchdog " + dev)
+		return 10 * time.Millisecond, watchdogErr
 	}
-	rebootNow = func() error { m.calls = append(m.calls, "reboot(2)"); return nil }
-	afterGrace = func(time.Duration) <-chan time.Time { return grace }
+	m.rebootNow = func() error { m.record("reboot(2)"); return nil }
 	return m
 }
 
-func hardConfig(t *testing.T, dir string, apps map[string]string, extra string) string {
+// runCLIOn is runCLI with m as the machine a hard reset acts on.
+func runCLIOn(t *testing.T, m reset.Machine, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	g := &globals{stdout: &out, stderr: &errb, machine: m}
+	code := g.exitCode(commands[args[0]].run(context.Background(), g, args[1:]))
+	return code, out.String(), errb.String()
+}
+
+// hardConfig writes a config of hard-reset apps (one, two, three: name to
+// host), global keys first and extra in every app.
+func hardConfig(t *testing.T, dir string, apps map[string]string, global, extra string) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "state_dir = %q\nruntime_dir = %q\n", filepath.Join(dir, "state"), filepath.Join(dir, "run"))
+	fmt.Fprintf(&b, "state_dir = %q\nruntime_dir = %q\n%s\n", filepath.Join(dir, "state"), filepath.Join(dir, "run"), global)
 	for _, name := range []string{"one", "two", "three"} {
 		host, ok := apps[name]
 		if !ok {
@@ -61,27 +100,22 @@ func TestHardResetRebootsOnceAfterAllApps(t *testing.T) {
 	dir := t.TempDir()
 	srv := cliServer(t, "v2", nil)
 	broken := cliServer(t, "v2", map[string]int{"/p/v2_a.py": 404})
-	cfg := hardConfig(t, dir, map[string]string{"one": srv.URL, "two": broken.URL, "three": srv.URL}, "")
-	m := fakeMachine(t, nil, nil)
+	// The board "does not go down": after grace the fallbacks follow.
+	const grace = `reboot_grace = "10ms"`
+	cfg := hardConfig(t, dir, map[string]string{"one": srv.URL, "two": broken.URL, "three": srv.URL}, grace, "")
+	m := fakeMachine(nil)
 	var seen []string
-	rebootViaSystemd = func(ctx context.Context, bus reset.Bus) error {
+	m.rebootViaSystemd = func(ctx context.Context, bus reset.Bus) error {
 		seen = append(seen, readTree(filepath.Join(dir, "one"))+readTree(filepath.Join(dir, "three")))
-		m.calls = append(m.calls, "reboot.target")
+		m.record("reboot.target")
 		return nil
 	}
-	grace := make(chan time.Time)
-	afterGrace = func(time.Duration) <-chan time.Time { return grace }
-	go func() {
-		// The board "does not go down": after grace the fallbacks follow.
-		grace <- time.Now()
-		grace <- time.Now()
-	}()
-	code, _, stderr := runCLI(t, "update", "--config", cfg)
+	code, _, stderr := runCLIOn(t, m, "update", "--config", cfg)
 	if code != ExitFailed {
 		t.Fatalf("update = exit %d, want 1 (app two failed); stderr:\n%s", code, stderr)
 	}
 	want := "reboot.target,watchdog /dev/watchdog,reboot(2)"
-	if got := strings.Join(m.calls, ","); got != want {
+	if got := m.steps(); got != want {
 		t.Errorf("hard reset steps = %s, want %s", got, want)
 	}
 	if len(seen) != 1 || seen[0] != "a.py=a2;lib/b.py=b2;a.py=a2;lib/b.py=b2;" {
@@ -89,12 +123,13 @@ func TestHardResetRebootsOnceAfterAllApps(t *testing.T) {
 	}
 	// Up to date: no reboot.
 	m.calls = nil
-	cfg = hardConfig(t, dir, map[string]string{"one": srv.URL, "three": srv.URL}, "")
-	if code, _, stderr := runCLI(t, "update", "--config", cfg); code != 0 || len(m.calls) != 0 {
+	cfg = hardConfig(t, dir, map[string]string{"one": srv.URL, "three": srv.URL}, grace, "")
+	if code, _, stderr := runCLIOn(t, m, "update", "--config", cfg); code != 0 || len(m.calls) != 0 {
 		t.Errorf("update when up to date = exit %d, reset steps %v; want 0 and none\n%s", code, m.calls, stderr)
 	}
 }
 
+// hard_reset and watchdog_device reach the hard reset.
 func TestHardResetWatchdog(t *testing.T) {
 	tests := []struct {
 		name string
@@ -110,24 +145,22 @@ func TestHardResetWatchdog(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			srv := cliServer(t, "v2", nil)
-			cfg := hardConfig(t, dir, map[string]string{"one": srv.URL}, "hard_reset = \"watchdog\"\nwatchdog_device = \"/dev/wd9\"")
-			grace := make(chan time.Time, 1)
-			grace <- time.Now()
-			m := fakeMachine(t, tt.err, grace)
-			rebootViaSystemd = func(ctx context.Context, bus reset.Bus) error {
-				m.calls = append(m.calls, "reboot.target")
+			cfg := hardConfig(t, dir, map[string]string{"one": srv.URL}, `reboot_grace = "10ms"`, "hard_reset = \"watchdog\"\nwatchdog_device = \"/dev/wd9\"")
+			m := fakeMachine(tt.err)
+			m.rebootViaSystemd = func(ctx context.Context, bus reset.Bus) error {
+				m.record("reboot.target")
 				return context.Canceled // stop the fallbacks here
 			}
-			fireOnce := fireWatchdog
+			fireOnce := m.fireWatchdog
 			n := 0
-			fireWatchdog = func(ctx context.Context, dev string, log zerolog.Logger) (time.Duration, error) {
+			m.fireWatchdog = func(ctx context.Context, dev string) (time.Duration, error) {
 				if n++; n > 1 {
 					return 0, reset.ErrWatchdogBusy
 				}
-				return fireOnce(ctx, dev, log)
+				return fireOnce(ctx, dev)
 			}
-			runCLI(t, "update", "--config", cfg)
-			if got := strings.Join(m.calls, ","); got != tt.want {
+			runCLIOn(t, m, "update", "--config", cfg)
+			if got := m.steps(); got != tt.want {
 				t.Errorf("hard reset steps = %s, want %s", got, tt.want)
 			}
 		})
@@ -144,9 +177,9 @@ func TestHardResetRefusedOnVolatileState(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Unmount(dir, syscall.MNT_DETACH) })
 	srv := cliServer(t, "v2", nil)
-	cfg := hardConfig(t, dir, map[string]string{"one": srv.URL}, "")
-	m := fakeMachine(t, nil, nil)
-	code, _, stderr := runCLI(t, "update", "--config", cfg)
+	cfg := hardConfig(t, dir, map[string]string{"one": srv.URL}, "", "")
+	m := fakeMachine(nil)
+	code, _, stderr := runCLIOn(t, m, "update", "--config", cfg)
 	if code != ExitUsage || !strings.Contains(stderr, "tmpfs") || !strings.Contains(stderr, "does not survive a reboot") {
 		t.Fatalf("update with state on tmpfs = exit %d, stderr %q; want 2 explaining why", code, stderr)
 	}
