@@ -137,7 +137,7 @@ var ErrCorruptState = errors.New("corrupt state")
 func ReadState(dir string) (State, error) {
 	var st State
 	path := filepath.Join(dir, "state.json")
-	b, err := os.ReadFile(path)
+	b, err := readQuietly(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
 	}
