@@ -1,0 +1,146 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/ota-agent/ota-agent/agent"
+)
+
+// appFlags configures one app on the command line, with no config file.
+type appFlags struct {
+	fs                               *flag.FlagSet
+	name, host, project, files       string
+	appDir, stateDir                 string
+	noVersionPrefix                  bool
+	install, reset, unit, systemdBus string
+	hardReset, timeout, maxFileSize  string
+	watchdogDevice                   string
+	user, passwordFile, caFile       string
+	allowInsecureAuth                bool
+	keepReleases                     int
+	minRate, minRateWindow           string
+}
+
+var appFlagNames = map[string]bool{
+	"name": true, "host": true, "project": true, "files": true, "app-dir": true, "state-dir": true,
+	"no-version-prefix": true, "install": true, "reset": true, "unit": true, "systemd-bus": true,
+	"hard-reset": true, "watchdog-device": true, "timeout": true, "user": true, "password-file": true, "ca-file": true,
+	"allow-insecure-auth": true, "max-file-size": true, "keep-releases": true, "min-rate": true, "min-rate-window": true,
+}
+
+// register adds the app flags to fs. There is no --password: a command line
+// is visible to every user of the board.
+func (f *appFlags) register(fs *flag.FlagSet) {
+	f.fs = fs
+	fs.StringVar(&f.host, "host", "", "server `URL`, http:// or https:// (one app from flags, no config file)")
+	fs.StringVar(&f.project, "project", "", "the app's directory on the server")
+	fs.StringVar(&f.files, "files", "", "release files, comma-separated, relative to --app-dir")
+	fs.StringVar(&f.appDir, "app-dir", "", "directory the app's files live in")
+	fs.StringVar(&f.stateDir, "state-dir", "", "state directory (default "+agent.DefaultStateRoot+")")
+	fs.BoolVar(&f.noVersionPrefix, "no-version-prefix", false, "files are at <version>/<file>, not <version>_<file>")
+	fs.StringVar(&f.install, "install", "", "in-place (default) or symlink")
+	fs.StringVar(&f.reset, "reset", "", "none, soft or hard (default soft with --unit, else none)")
+	fs.StringVar(&f.unit, "unit", "", "the app's systemd unit, stopped and started around a switch")
+	fs.StringVar(&f.systemdBus, "systemd-bus", "", "system (default) or user")
+	fs.StringVar(&f.hardReset, "hard-reset", "", "reboot (default) or watchdog")
+	fs.StringVar(&f.watchdogDevice, "watchdog-device", "", "the hardware watchdog for --hard-reset watchdog (default /dev/watchdog)")
+	fs.StringVar(&f.timeout, "timeout", "", "bound on each network wait (default 5s)")
+	fs.StringVar(&f.user, "user", "", "Basic auth user")
+	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the Basic auth password")
+	fs.StringVar(&f.caFile, "ca-file", "", "extra CA bundle (PEM) for https")
+	fs.BoolVar(&f.allowInsecureAuth, "allow-insecure-auth", false, "allow Basic auth over plain http")
+	fs.StringVar(&f.maxFileSize, "max-file-size", "", "per-file size cap, bytes or like 512MiB (default 1GiB)")
+	fs.IntVar(&f.keepReleases, "keep-releases", 0, fmt.Sprintf("releases kept for rollback (default %d)", agent.DefaultKeepReleases))
+	fs.StringVar(&f.minRate, "min-rate", "", "cut a transfer slower than this many bytes a second over --min-rate-window, like 1KiB; 0: never (default 1KiB)")
+	fs.StringVar(&f.minRateWindow, "min-rate-window", "", fmt.Sprintf("the window of --min-rate (default %v)", agent.DefaultMinRateWindow))
+	fs.StringVar(&f.name, "name", "", "the app's name, for its state directory (default: --project)")
+}
+
+// set returns the app flags given on the command line.
+func (f *appFlags) set() map[string]bool {
+	given := map[string]bool{}
+	if f.fs != nil {
+		f.fs.Visit(func(fl *flag.Flag) {
+			if appFlagNames[fl.Name] {
+				given[fl.Name] = true
+			}
+		})
+	}
+	return given
+}
+
+// any reports whether an app flag was given, so the app comes from flags
+// rather than from the config file.
+func (f *appFlags) any() bool { return len(f.set()) > 0 }
+
+// flagMsg rewrites Validate's messages, which speak of config keys.
+var flagMsg = strings.NewReplacer(
+	"allow_insecure_auth = true", "--allow-insecure-auth",
+	"(password, password_file or ", "(--password-file or ",
+	"needs unit,", "needs --unit,",
+)
+
+// config is the app the flags describe, as an [[app]] table would give it.
+// A flag given empty is as absent as an empty string in the file.
+func (f *appFlags) config() appConfig {
+	given := f.set()
+	c := appConfig{
+		Name: f.name, Host: f.host, Project: f.project, AppDir: f.appDir, StateDir: f.stateDir,
+		Install: f.install, Reset: f.reset, Unit: f.unit, SystemdBus: f.systemdBus, HardReset: f.hardReset,
+		WatchdogDevice: f.watchdogDevice, Timeout: f.timeout, User: f.user, PasswordFile: f.passwordFile,
+		CAFile: f.caFile, AllowInsecureAuth: f.allowInsecureAuth, MinRateWindow: f.minRateWindow,
+	}
+	for _, file := range strings.Split(f.files, ",") {
+		if file = strings.TrimSpace(file); file != "" {
+			c.Files = append(c.Files, file)
+		}
+	}
+	if given["no-version-prefix"] {
+		prefix := !f.noVersionPrefix
+		c.UseVersionPrefix = &prefix
+	}
+	if given["max-file-size"] {
+		c.MaxFileSize = f.maxFileSize
+	}
+	if given["keep-releases"] {
+		keep := f.keepReleases
+		c.KeepReleases = &keep
+	}
+	if given["min-rate"] {
+		c.MinRate = f.minRate
+	}
+	return c
+}
+
+// app builds and validates the app the flags describe, with the builder a
+// config file's apps go through. Errors are *agent.ConfigError whose Key is
+// the flag ("--timeout").
+func (f *appFlags) app() (agent.App, error) {
+	c := f.config()
+	a, err := c.app(agent.DefaultStateRoot, "")
+	if err == nil {
+		// The same checks as a config file's apps get, overlaps and aliases included.
+		err = agent.ValidateApps([]agent.App{a})
+	}
+	if err != nil {
+		return agent.App{}, toFlagError(err)
+	}
+	return a, nil
+}
+
+// toFlagError renames a config key in err to its flag.
+func toFlagError(err error) error {
+	var ce *agent.ConfigError
+	if errors.As(err, &ce) && ce.Key != "" && !strings.HasPrefix(ce.Key, "--") {
+		key := ce.Key
+		if key == "password" {
+			key = "password_file"
+		}
+		ce.Key = "--" + strings.ReplaceAll(key, "_", "-")
+		ce.Msg = flagMsg.Replace(ce.Msg)
+	}
+	return err
+}
