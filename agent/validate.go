@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ota-agent/ota-agent/reset"
 	"github.com/ota-agent/ota-agent/store"
@@ -152,8 +153,10 @@ func (a *App) Validate() error {
 	if a.KeepReleases < 1 {
 		return bad("keep_releases", "%d is less than 1", a.KeepReleases)
 	}
-	if a.Interval < 0 || a.Interval > 0 && a.Interval < MinInterval {
-		return bad("interval", "%v is below the minimum of %v", a.Interval, MinInterval)
+	if a.Interval != 0 {
+		if err := CheckInterval(a.Interval); err != nil {
+			return bad("interval", "%v", err)
+		}
 	}
 	if a.MinRate < 0 {
 		return bad("min_rate", "%d is negative (0 turns the check off)", a.MinRate)
@@ -168,6 +171,15 @@ func (a *App) Validate() error {
 		return bad("password", "password is set but no user")
 	case a.User != "" && u.Scheme == "http" && !a.AllowInsecureAuth:
 		return bad("host", "Basic auth over plain http sends the password in clear; use https or set allow_insecure_auth = true")
+	}
+	return nil
+}
+
+// CheckInterval refuses a check interval (the daemon's, an app's) below
+// MinInterval. A smaller one is an error, never silently raised.
+func CheckInterval(d time.Duration) error {
+	if d < MinInterval {
+		return fmt.Errorf("%v is below the minimum of %v", d, MinInterval)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 	interval := a.fs.Duration("interval", 0, "check interval (default: the config's interval, else 15m)")
 	fleet := func(cfg *Config, err error) (agent.Fleet, error) {
 		if err == nil && flagGiven(a.fs, "interval") {
-			if err = checkInterval(*interval); err != nil {
+			if err = agent.CheckInterval(*interval); err != nil {
 				return agent.Fleet{}, &agent.ConfigError{Key: "--interval", Msg: err.Error()}
 			}
 			cfg.Interval = *interval

@@ -15,22 +15,13 @@ func parseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// parseInterval reads a check interval: agent.MinInterval at least. A
-// smaller one is an error, never silently raised.
+// parseInterval reads a check interval that agent.CheckInterval accepts.
 func parseInterval(s string) (time.Duration, error) {
 	d, err := parseDuration(s)
 	if err != nil {
 		return 0, err
 	}
-	return d, checkInterval(d)
-}
-
-// checkInterval refuses a check interval below agent.MinInterval.
-func checkInterval(d time.Duration) error {
-	if d < agent.MinInterval {
-		return fmt.Errorf("%v is below the minimum of %v", d, agent.MinInterval)
-	}
-	return nil
+	return d, agent.CheckInterval(d)
 }
 
 func parsePositiveDuration(s string) (time.Duration, error) {
