@@ -31,6 +31,10 @@ type Watchdog struct {
 	// Log receives the armed device's identity and timeout. The zero value
 	// discards it.
 	Log zerolog.Logger
+
+	// host opens the device and syncs the disks; the zero value is this
+	// machine's. Tests set it, so no test arms a real watchdog.
+	host watchdogHost
 }
 
 // Fire flushes the filesystems (sync), opens the watchdog, sets its timeout,

@@ -24,11 +24,27 @@ type device interface {
 	Close() error
 }
 
-// Hooks for the host, replaced in tests so no test arms the real watchdog.
-var (
-	openDevice = openFD
-	syncDisks  = unix.Sync
-)
+// watchdogHost is what Fire does to the machine; nil fields are the real
+// open(2) of the device and sync(2).
+type watchdogHost struct {
+	open func(path string) (device, error)
+	sync func()
+}
+
+func (h watchdogHost) openDevice(path string) (device, error) {
+	if h.open == nil {
+		return openFD(path)
+	}
+	return h.open(path)
+}
+
+func (h watchdogHost) syncDisks() {
+	if h.sync == nil {
+		unix.Sync()
+		return
+	}
+	h.sync()
+}
 
 // armed keeps every fired device referenced until the process ends.
 var armed struct {
@@ -63,9 +79,9 @@ func (w *Watchdog) fire(ctx context.Context) (time.Duration, error) {
 		return 0, fmt.Errorf("watchdog %s: %w", path, err)
 	}
 	// The reset is abrupt: get everything written so far onto the disk.
-	syncDisks()
+	w.host.syncDisks()
 
-	d, err := openDevice(path)
+	d, err := w.host.openDevice(path)
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return 0, fmt.Errorf("%w: %w", ErrWatchdogBusy, err)

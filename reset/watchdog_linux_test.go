@@ -71,29 +71,28 @@ func (d *fakeDevice) Close() error {
 	return nil
 }
 
-// useFake routes the hooks to d (or openErr) for one test and returns the
-// list of calls made, sync and open included.
-func useFake(t *testing.T, d *fakeDevice, openErr error) *[]string {
+// useFake routes w's device and sync to d (or openErr) and returns the
+// list of calls made, sync and open included. It empties the process's
+// list of armed devices for the test.
+func useFake(t *testing.T, w *Watchdog, d *fakeDevice, openErr error) *[]string {
 	t.Helper()
 	calls := &[]string{}
 	if d != nil {
 		d.calls = calls
 	}
-	oldOpen, oldSync := openDevice, syncDisks
-	openDevice = func(path string) (device, error) {
+	w.host.open = func(path string) (device, error) {
 		*calls = append(*calls, "open "+path)
 		if openErr != nil {
 			return nil, &os.PathError{Op: "open", Path: path, Err: openErr}
 		}
 		return d, nil
 	}
-	syncDisks = func() { *calls = append(*calls, "sync") }
+	w.host.sync = func() { *calls = append(*calls, "sync") }
 	armed.Lock()
 	oldArmed := armed.devices
 	armed.devices = nil
 	armed.Unlock()
 	t.Cleanup(func() {
-		openDevice, syncDisks = oldOpen, oldSync
 		armed.Lock()
 		armed.devices = oldArmed
 		armed.Unlock()
@@ -163,8 +162,8 @@ func TestWatchdogFireArms(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &tt.dev
-			calls := useFake(t, d, nil)
 			w := &Watchdog{Device: "/dev/fake-watchdog", Timeout: tt.timeout}
+			calls := useFake(t, w, d, nil)
 			got, err := w.Fire(context.Background())
 			if err != nil {
 				t.Fatalf("Fire() error = %v, want nil", err)
@@ -225,8 +224,8 @@ func TestWatchdogFireOpenErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			useFake(t, nil, tt.openErr)
 			w := &Watchdog{Timeout: time.Second}
+			useFake(t, w, nil, tt.openErr)
 			got, err := w.Fire(context.Background())
 			if err == nil {
 				t.Fatalf("Fire() = %v, nil; want an error", got)
@@ -271,8 +270,8 @@ func TestWatchdogFireDisarmsOnFailure(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &tt.dev
-			useFake(t, d, nil)
 			w := &Watchdog{Timeout: time.Second}
+			useFake(t, w, d, nil)
 			got, err := w.Fire(context.Background())
 			if !errors.Is(err, unix.EIO) {
 				t.Fatalf("Fire() = %v, %v; want an error wrapping EIO", got, err)
@@ -292,10 +291,10 @@ func TestWatchdogFireDisarmsOnFailure(t *testing.T) {
 
 func TestWatchdogFireCancelled(t *testing.T) {
 	d := &fakeDevice{options: fullSupport, timeout: 15}
-	calls := useFake(t, d, nil)
+	w := &Watchdog{Timeout: time.Second}
+	calls := useFake(t, w, d, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	w := &Watchdog{Timeout: time.Second}
 	if _, err := w.Fire(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Fire(cancelled) error = %v, want context.Canceled", err)
 	}
