@@ -20,6 +20,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/ota-agent/ota-agent/wire"
 )
 
 // Options configures Handler.
@@ -40,10 +42,13 @@ const maxETags = 4096
 
 // Handler serves the regular files under dir, read only.
 //
-// Only GET and HEAD are allowed (405 otherwise). Directories, dotfiles (any
-// path component starting with '.'), special files, and anything that would
-// resolve outside dir — "..", symlinks leading out — are 404, indistinguishable
-// from a missing file. Responses carry a strong ETag (the SHA-256 of the
+// Only GET and HEAD are allowed (405 otherwise). A path the release layout
+// cannot name (wire.CheckRequestPath: not clean, "..", a dot file or
+// directory at the top or in a project directory such as .git or
+// .htpasswd), directories, special files, and anything that would resolve
+// outside dir (symlinks leading out) are 404, indistinguishable from a
+// missing file. A release file whose path has a dot component
+// (<project>/<v>/lib/.env) is served, as the agent accepts it. Responses carry a strong ETag (the SHA-256 of the
 // content, computed on first use and cached while the file is provably the
 // same: same inode, size, mtime and ctime, and last changed a while before
 // it was hashed; a file replaced by one of the same size and mtime gets a
@@ -153,19 +158,16 @@ func (h *handler) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(uh[:], h.user[:])&subtle.ConstantTimeCompare(ph[:], h.password[:]) == 1
 }
 
-// relPath turns a URL path into a name relative to the served directory. It
-// refuses empty components (a trailing slash names a directory), and any
-// component starting with '.', which covers ".", ".." and dotfiles. os.Root
-// would refuse an escape anyway; this keeps "../" from even reaching it.
+// relPath turns a URL path into a name relative to the served directory,
+// if the release layout may name it (wire.CheckRequestPath: the agent's own
+// rule for a release file's path, and no dot file at the top or in a
+// project directory). Empty components (a trailing slash names a
+// directory), "." and ".." are refused: os.Root would refuse an escape
+// anyway; this keeps "../" from even reaching it.
 func relPath(p string) (string, bool) {
 	rest, ok := strings.CutPrefix(p, "/")
-	if !ok || rest == "" {
+	if !ok || wire.CheckRequestPath(rest) != nil {
 		return "", false
-	}
-	for c := range strings.SplitSeq(rest, "/") {
-		if c == "" || c[0] == '.' || strings.ContainsAny(c, "\x00\\") {
-			return "", false
-		}
 	}
 	return rest, true
 }

@@ -35,6 +35,10 @@ func release(t *testing.T) string {
 		"p/.htpasswd":           "user:secret\n",
 		"p/.git/config":         "[core]\n",
 		"p/v1.0.1/.hidden/a.py": "hidden\n",
+		"p/v1.0.1/lib/.env":     "SUBDIR=1\n",
+		"p/v1.0.1_lib/.env":     "PREFIX=1\n",
+		"p/v1.0.1_.env":         "TOP=1\n",
+		".git/config":           "[core]\n",
 	}
 	for name, body := range files {
 		writeFile(t, filepath.Join(dir, name), body)
@@ -128,7 +132,11 @@ func TestServe(t *testing.T) {
 		{"/p/./version", 404, ""},
 		{"/p/.htpasswd", 404, ""},
 		{"/p/.git/config", 404, ""},
-		{"/p/v1.0.1/.hidden/a.py", 404, ""},
+		{"/p/v1.0.1/.hidden/a.py", 200, "hidden\n"}, // a release file, as wire.CheckPath allows
+		{"/p/v1.0.1/lib/.env", 200, "SUBDIR=1\n"},
+		{"/p/v1.0.1_lib/.env", 200, "PREFIX=1\n"},
+		{"/p/v1.0.1_.env", 200, "TOP=1\n"},
+		{"/.git/config", 404, ""},
 		{"/p/%2ehtpasswd", 404, ""},
 		{"/p/escape.txt", 404, ""},
 		{"/p/escape-rel", 404, ""},
@@ -422,6 +430,11 @@ func TestRelPath(t *testing.T) {
 		{"/./p", "", false},
 		{"/p/..", "", false},
 		{"/p/.env", "", false},
+		{"/.env", "", false},
+		{"/p/v1/.env", "p/v1/.env", true},
+		{"/p/v1_lib/.env", "p/v1_lib/.env", true},
+		{"/p/a\x01b", "", false},
+		{"/p/a\\b", "", false},
 		{"/p/a\x00b", "", false},
 	}
 	for _, tt := range tests {

@@ -79,6 +79,35 @@ func CheckPath(p string) error {
 	return nil
 }
 
+// CheckRequestPath reports whether p, a URL path without its leading '/',
+// may name a file of the layout: <project>/version, <project>/<tag>_<file>
+// or <project>/<tag>/<file>. It is the rule a server applies (ota-agent
+// serve does) so that it serves every file an agent may ask for and
+// nothing else of its tree:
+//
+//   - p passes CheckPath, since a release file's path is part of it;
+//   - neither of p's first two components starts with '.': they hold the
+//     project and the tag (or "<tag>_" and the start of a file), and a tag
+//     never starts with '.', so a dot there is the server tree's own
+//     (.git, .htpasswd, a project's .env), never part of a release.
+//
+// Further in, a component may start with '.', as a release file's may
+// (lib/.env is served as <project>/<tag>/lib/.env). A project of several
+// segments ("fleet/web") has its tag one component later: its own dot
+// directories are then not told from a release's, so keep them out of the
+// served tree.
+func CheckRequestPath(p string) error {
+	if err := CheckPath(p); err != nil {
+		return err
+	}
+	for i, part := range strings.SplitN(p, "/", 3) {
+		if i < 2 && strings.HasPrefix(part, ".") {
+			return fmt.Errorf("%w: %q starts with a dot where the layout puts a project or a version", ErrBadPath, Quote(p))
+		}
+	}
+	return nil
+}
+
 // Layout is where one project's releases live on the server.
 type Layout struct {
 	Host    string // scheme and authority, optionally a base path: https://ota.example.com/fleet

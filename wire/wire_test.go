@@ -56,3 +56,37 @@ func TestLayoutURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckRequestPath(t *testing.T) {
+	for _, tt := range []struct {
+		path string
+		ok   bool
+	}{
+		{"p/version", true},
+		{"p/v1_main.py", true},
+		{"p/v1/lib/util.py", true},
+		{"p/v1_.env", true},      // a release file ".env", prefix layout
+		{"p/v1/.env", true},      // the same, subdirectory layout
+		{"p/v1_lib/.env", true},  // "lib/.env"
+		{"p/v1/lib/.env", true},  // "lib/.env"
+		{"fleet/web/v1/x", true}, // a project of two segments
+		{".git/config", false},
+		{"p/.git/config", false},
+		{"p/.htpasswd", false},
+		{".env", false},
+		{"p/v1/../x", false},
+		{"p//x", false},
+		{"p/x/", false},
+		{"/p/x", false},
+		{"p/a\\b", false},
+	} {
+		err := CheckRequestPath(tt.path)
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, ErrBadPath) {
+			t.Errorf("CheckRequestPath(%q) = %v, want ok %v", tt.path, err, tt.ok)
+		}
+		// Every release file the agent accepts is a path the server serves.
+		if file, ok := strings.CutPrefix(tt.path, "p/v1/"); ok && CheckPath(file) == nil && err != nil {
+			t.Errorf("CheckPath(%q) = nil but CheckRequestPath(%q) = %v", file, tt.path, err)
+		}
+	}
+}

@@ -26,8 +26,9 @@ const serveUsage = `usage: ota-agent serve DIR [flags]
 
 Serve the release directory DIR (DIR/<project>/version, DIR/<project>/<v>_<file>
 or DIR/<project>/<v>/<file>) over HTTP, or HTTPS with --tls-cert and --tls-key.
-Files only, GET and HEAD; nothing outside DIR and no dotfiles. Runs until
-interrupted.
+Files only, GET and HEAD; nothing outside DIR, and only paths the layout can
+name: a release's dot files (<v>/lib/.env) are served, the tree's own (.git,
+<project>/.htpasswd) are not. Runs until interrupted.
 
 flags:
 `
