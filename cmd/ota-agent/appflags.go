@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/ota-agent/ota-agent/agent"
+	"github.com/ota-agent/ota-agent/reset"
+	"github.com/ota-agent/ota-agent/store"
 )
 
 // appFlags configures one app on the command line, with no config file.
@@ -41,12 +43,12 @@ func (f *appFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.appDir, "app-dir", "", "directory the app's files live in")
 	fs.StringVar(&f.stateDir, "state-dir", "", "state directory (default "+agent.DefaultStateRoot+")")
 	fs.BoolVar(&f.noVersionPrefix, "no-version-prefix", false, "files are at <version>/<file>, not <version>_<file>")
-	fs.StringVar(&f.install, "install", "", "in-place (default) or symlink")
+	fs.StringVar(&f.install, "install", "", fmt.Sprintf("%s (default) or %s", store.InPlace, store.Symlink))
 	fs.StringVar(&f.reset, "reset", "", "none, soft or hard (default soft with --unit, else none)")
 	fs.StringVar(&f.unit, "unit", "", "the app's systemd unit, stopped and started around a switch")
-	fs.StringVar(&f.systemdBus, "systemd-bus", "", "system (default) or user")
-	fs.StringVar(&f.hardReset, "hard-reset", "", "reboot (default) or watchdog")
-	fs.StringVar(&f.watchdogDevice, "watchdog-device", "", "the hardware watchdog for --hard-reset watchdog (default /dev/watchdog)")
+	fs.StringVar(&f.systemdBus, "systemd-bus", "", fmt.Sprintf("%s (default) or %s", reset.BusSystem, reset.BusUser))
+	fs.StringVar(&f.hardReset, "hard-reset", "", fmt.Sprintf("%s (default) or %s", reset.MethodReboot, reset.MethodWatchdog))
+	fs.StringVar(&f.watchdogDevice, "watchdog-device", "", fmt.Sprintf("the hardware watchdog for --hard-reset %s (default %s)", reset.MethodWatchdog, reset.DefaultWatchdogDevice))
 	fs.StringVar(&f.timeout, "timeout", "", "bound on each network wait (default 5s)")
 	fs.StringVar(&f.user, "user", "", "Basic auth user")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the Basic auth password")
