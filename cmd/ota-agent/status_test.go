@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -70,6 +71,43 @@ func TestStatusJSONShape(t *testing.T) {
 	for _, w := range []string{"p: v2, installed", "last check", "updated (server: v2)", "kept for rollback: v1"} {
 		if !strings.Contains(text, w) {
 			t.Errorf("status = %q, want it to say %q", text, w)
+		}
+	}
+}
+
+// One app's unreadable state.json does not hide the others: status shows
+// each, the broken one with its error, and exits 1. A switch whose undo
+// failed shows why.
+func TestStatusShowsEveryApp(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t,
+		`state_dir = "`+filepath.Join(dir, "state")+`"`,
+		`runtime_dir = "`+filepath.Join(dir, "run")+`"`,
+		`[[app]]`, `name = "broken"`, `host = "http://127.0.0.1:1"`, `project = "p"`, `files = ["a.py"]`,
+		`app_dir = "`+filepath.Join(dir, "broken")+`"`,
+		`[[app]]`, `name = "fine"`, `host = "http://127.0.0.1:1"`, `project = "p"`, `files = ["a.py"]`,
+		`app_dir = "`+filepath.Join(dir, "fine")+`"`)
+	for _, app := range []string{"broken", "fine"} {
+		if err := os.MkdirAll(filepath.Join(dir, "state", app), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "state", "broken", "state.json"), []byte(`{"schema":1,"version":"../x"}`), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "state", "fine", "journal"), []byte(
+		`{"schema":1,"mode":"in-place","from":"v1","to":"v2","backup":"v1","state":{"version":"v2"},"old":{"version":"v1"},"failed":"switch to v2: a.py: disk on fire"}`), 0o600))
+	code, out, _ := runCLI(t, "status", "--config", cfg)
+	if code != ExitFailed {
+		t.Errorf("status = exit %d, want 1", code)
+	}
+	for _, w := range []string{"broken: corrupt state", "fine: nothing installed yet", "interrupted switch v1 -> v2", "last attempt failed: switch to v2: a.py: disk on fire"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("status = %q, want it to say %q", out, w)
 		}
 	}
 }
