@@ -45,7 +45,10 @@ var ErrNothingStaged = errors.New("no files staged")
 // run; a crash at any instant leaves the old or the new release complete,
 // and Recover (run at the next start) finishes or undoes the switch. On
 // success the stage is consumed and the new State returned.
-func (s *Store) Install(st *Stage) (State, error) {
+func (s *Store) Install(st *Stage) (State, error) { return s.InstallWith(st, InstallOptions{}) }
+
+// InstallWith is Install, with what o says recorded in the new state.
+func (s *Store) InstallWith(st *Stage, o InstallOptions) (State, error) {
 	files := st.Files()
 	if len(files) == 0 {
 		return State{}, ErrNothingStaged
@@ -62,6 +65,11 @@ func (s *Store) Install(st *Stage) (State, error) {
 	// staged files are reused by the next run.
 	st.Close()
 	j := s.newJournal(cur, st.version, files)
+	j.State.Trial = o.Trial
+	if r := o.Rollback; r != nil {
+		j.State.LastRollback = r
+		j.State.markBad(r.From, r.Reason, r.At)
+	}
 	if s.mode == Symlink {
 		err = s.installSymlink(&j)
 	} else {
@@ -88,7 +96,8 @@ func (s *Store) newJournal(cur State, version string, files []File) journal {
 	if j.Backup == "" || j.Backup == version {
 		j.Backup = "_before-" + version // '_' cannot start a tag: no clash
 	}
-	j.State = State{Version: version, InstalledAt: time.Now().UTC(), Install: s.mode, Previous: cur.Version, Files: files}
+	j.State = State{Version: version, InstalledAt: time.Now().UTC(), Install: s.mode, Previous: cur.Version, Files: files,
+		Bad: cur.Bad, LastRollback: cur.LastRollback}
 	j.State.Releases = keptReleases(j.Backup, cur.Releases, s.keep)
 	return j
 }

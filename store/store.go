@@ -50,6 +50,12 @@ type State struct {
 	// newest first.
 	Releases []string `json:"releases,omitempty"`
 	Files    []File   `json:"files"`
+	// Trial is open while the release is on probation (see Trial).
+	Trial *Trial `json:"trial,omitempty"`
+	// Bad lists the releases not to install again while the server names
+	// them; LastRollback is the last switch back.
+	Bad          []BadVersion `json:"bad_versions,omitempty"`
+	LastRollback *Rollback    `json:"last_rollback,omitempty"`
 }
 
 // Store is one app's state directory and the app directory it manages.
@@ -172,6 +178,13 @@ func (st *State) check() error {
 			return err
 		}
 	}
+	if t := st.Trial; t != nil {
+		for _, v := range []string{t.Version, t.From} {
+			if err := wire.CheckTag(v); v != "" && err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -193,6 +206,8 @@ func (s *Store) State() (State, error) {
 	s.log.Warn().Err(err).Str("moved_to", aside).Msg("state.json is corrupt and was moved aside; the app counts as not installed, so this update installs the published release")
 	return State{}, nil
 }
+
+func jsonOf(st State) ([]byte, error) { return json.Marshal(st) }
 
 func (s *Store) writeState(st State) error {
 	st.Schema = SchemaVersion
