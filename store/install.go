@@ -65,6 +65,7 @@ func (s *Store) InstallWith(st *Stage, o InstallOptions) (State, error) {
 	// staged files are reused by the next run.
 	st.Close()
 	j := s.newJournal(cur, st.version, files)
+	j.State.Sequence = max(cur.Sequence, st.sequence) // never lowered, not even by a rollback
 	j.State.Trial = o.Trial
 	if r := o.Rollback; r != nil {
 		j.State.LastRollback = r

@@ -40,6 +40,10 @@ type Stage struct {
 	dir     string
 	files   map[string]File
 	index   *os.File
+	// sequence is the signed manifest's, recorded by Install (SetSequence).
+	sequence uint64
+	// local indexes what the app already holds, for Reuse; built on first use.
+	local *localFiles
 }
 
 // Stage opens staging/<version>/, keeping files an interrupted earlier run
@@ -152,6 +156,46 @@ func (st *Stage) Close() error { return st.index.Close() }
 // have in the app (see Install), is fsynced, and only then recorded in the
 // index; on any error it is removed.
 func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) {
+	return st.write(path, r, want, max, nil)
+}
+
+// Want is what a staged file must be, as a release manifest says.
+type Want struct {
+	Size   int64
+	SHA256 string      // hex
+	Mode   fs.FileMode // permission bits the file gets in the app
+}
+
+// ErrMismatch is returned for a file whose size or SHA-256 is not what its
+// manifest says: it was tampered with, or the manifest is wrong.
+var ErrMismatch = errors.New("content differs from the manifest")
+
+// WriteWant is Write for a file a manifest describes: a body whose
+// announced length, size or SHA-256 differs from w fails with ErrMismatch
+// (at most w.Size+1 bytes are read) and is removed, and the file gets
+// w.Mode rather than the mode of the file it replaces.
+func (st *Stage) WriteWant(path string, r io.Reader, announced int64, w Want, max int64) (File, error) {
+	if w.Size > max {
+		return File{}, fmt.Errorf("%s: %w (the manifest says %d bytes, limit %d)", path, ErrTooLarge, w.Size, max)
+	}
+	if announced >= 0 && announced != w.Size {
+		return File{}, fmt.Errorf("%s: %w: %d bytes announced, the manifest says %d", path, ErrMismatch, announced, w.Size)
+	}
+	return st.write(path, r, -1, w.Size, &w)
+}
+
+// HaveWant returns the staged file at path if an earlier run completed it
+// with w's size, hash and mode.
+func (st *Stage) HaveWant(path string, w Want) (File, bool) {
+	f, ok := st.files[path]
+	return f, ok && f.Size == w.Size && f.SHA256 == w.SHA256 && f.Mode == w.Mode
+}
+
+// SetSequence records the sequence of the signed manifest this release
+// came with: Install keeps the highest one in the state (replay protection).
+func (st *Stage) SetSequence(n uint64) { st.sequence = n }
+
+func (st *Stage) write(path string, r io.Reader, want, max int64, w *Want) (File, error) {
 	if err := wire.CheckPath(path); err != nil {
 		return File{}, err
 	}
@@ -161,8 +205,12 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	if want > max {
 		return File{}, fmt.Errorf("%s: %w (%d bytes announced, limit %d)", path, ErrTooLarge, want, max)
 	}
-	if want > 0 {
-		if err := st.s.CheckFree(want); err != nil {
+	need := want
+	if w != nil {
+		need = w.Size
+	}
+	if need > 0 {
+		if err := st.s.CheckFree(need); err != nil {
 			return File{}, err
 		}
 	}
@@ -183,6 +231,7 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	h := sha256.New()
 	crashPoint("write staged " + path)
 	n, err := copyHashing(&spaceGuard{s: st.s, w: f}, h, io.LimitReader(r, max+1))
+	sum := hex.EncodeToString(h.Sum(nil))
 	switch {
 	case errors.Is(err, ErrNoSpace):
 		return fail(fmt.Errorf("%s: %w", dst, err))
@@ -190,6 +239,10 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 		return fail(fmt.Errorf("%s: %w: the disk filled up after %d bytes", dst, ErrNoSpace, n))
 	case err != nil:
 		return fail(err)
+	case w != nil && n != w.Size:
+		return fail(fmt.Errorf("%s: %w: %d bytes, the manifest says %d", path, ErrMismatch, n, w.Size))
+	case w != nil && sum != w.SHA256:
+		return fail(fmt.Errorf("%s: %w: SHA-256 %s, the manifest says %s", path, ErrMismatch, sum, w.SHA256))
 	case n > max:
 		return fail(fmt.Errorf("%s: %w (over %d bytes)", path, ErrTooLarge, max))
 	case want >= 0 && n != want:
@@ -198,6 +251,9 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	meta, err := st.s.targetMeta(path)
 	if err != nil {
 		return fail(err)
+	}
+	if w != nil {
+		meta.mode = w.Mode
 	}
 	if err := f.Chmod(meta.mode); err != nil {
 		return fail(err)
@@ -214,22 +270,31 @@ func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) 
 	if err := f.Close(); err != nil {
 		return fail(err)
 	}
-	file := File{Path: path, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Mode: meta.mode}
-	b, _ := json.Marshal(file)
-	crashPoint("append index " + path)
-	if _, err := st.index.Write(append(b, '\n')); err != nil {
+	file := File{Path: path, Size: n, SHA256: sum, Mode: meta.mode}
+	if err := st.record(file, dst); err != nil {
 		return File{}, err
 	}
-	crashPoint("fsync index " + path)
+	return file, nil
+}
+
+// record appends a complete staged file to the index, once its directory
+// entry is durable.
+func (st *Stage) record(file File, dst string) error {
+	b, _ := json.Marshal(file)
+	crashPoint("append index " + file.Path)
+	if _, err := st.index.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	crashPoint("fsync index " + file.Path)
 	// The file's directory entry must be durable before the index names it.
 	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return File{}, err
+		return err
 	}
 	if err := st.index.Sync(); err != nil {
-		return File{}, err
+		return err
 	}
-	st.files[path] = file
-	return file, nil
+	st.files[file.Path] = file
+	return nil
 }
 
 // minFree is the free space a download always leaves on the state dir's

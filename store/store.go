@@ -50,6 +50,9 @@ type State struct {
 	// newest first.
 	Releases []string `json:"releases,omitempty"`
 	Files    []File   `json:"files"`
+	// Sequence is the highest sequence of a signed manifest accepted for
+	// this app (replay protection); 0 when none was.
+	Sequence uint64 `json:"sequence,omitempty"`
 	// Trial is open while the release is on probation (see Trial).
 	Trial *Trial `json:"trial,omitempty"`
 	// Bad lists the releases not to install again while the server names
