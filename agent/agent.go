@@ -66,6 +66,7 @@ type Agent struct {
 	wait   time.Duration
 	rundir string
 	beat   func(Phase)
+	keys   []wire.PublicKey // public_keys: signed manifests only
 	// last is the version the server last sent in full, with its validators.
 	last struct {
 		tag string
@@ -98,6 +99,10 @@ func New(app App, o Options) (*Agent, error) {
 		o.Heartbeat = func(Phase) {}
 	}
 	c.progress = func() { o.Heartbeat(PhaseTransfer) }
+	keys, err := parseKeys(app.PublicKeys)
+	if err != nil {
+		return nil, &ConfigError{App: app.Name, Key: "public_keys", Msg: err.Error()}
+	}
 	a := &Agent{
 		app:    app,
 		layout: wire.Layout{Host: app.Host, Project: app.Project, Prefix: app.UseVersionPrefix},
@@ -107,6 +112,7 @@ func New(app App, o Options) (*Agent, error) {
 		wait:   o.LockWait,
 		rundir: o.RuntimeDir,
 		beat:   o.Heartbeat,
+		keys:   keys,
 	}
 	return a, nil
 }
@@ -261,8 +267,10 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 		a.log.Debug().Str("version", res.Installed).Msg("up to date")
 		return res, nil
 	}
-	if len(a.app.Files) == 0 {
-		return res, &ConfigError{App: a.app.Name, Key: "files", Msg: "no files listed: nothing to install"}
+	// The manifest, if any, is checked (signature, replay) before anything else.
+	rel, err := a.release(ctx, st, res.Remote)
+	if err != nil {
+		return res, err
 	}
 	if a.app.Reset == ResetHard {
 		volatile, fsType, err := store.Volatile(a.app.StateDir())
@@ -281,7 +289,7 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 		}
 	}
 	// What would stop the switch half-way is found before the download.
-	if err := s.Preflight(a.app.Files); err != nil {
+	if err := s.Preflight(rel.paths(a.app.Files)); err != nil {
 		return res, a.layoutError(err)
 	}
 	a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Msg("update available: downloading")
@@ -290,17 +298,15 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 		return res, err
 	}
 	defer stage.Close()
-	for _, f := range a.app.Files {
-		if err := a.download(ctx, stage, res.Remote, f); err != nil {
-			return res, err
-		}
+	if err := a.stageRelease(ctx, stage, rel); err != nil {
+		return res, err
 	}
 	if err := a.switchTo(ctx, s, stage); err != nil {
 		return res, err
 	}
 	res.Updated = true
 	res.NeedsReboot = a.app.Reset == ResetHard
-	a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Int("files", len(a.app.Files)).Msg("installed")
+	a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Int("files", len(rel.paths(a.app.Files))).Msg("installed")
 	return res, nil
 }
 

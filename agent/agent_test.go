@@ -166,7 +166,8 @@ func TestFirstRunInstallsPrefixLayout(t *testing.T) {
 		t.Fatalf("Update() = %+v, %v; want an update from none to v1.0.1", res, err)
 	}
 	wantApp(t, e, "v1.0.1")
-	want := []string{"/sample/version", "/sample/v1.0.1_main.py", "/sample/v1.0.1_lib/util.py"}
+	// The manifest's 404 says the server has none: the files list is the release.
+	want := []string{"/sample/version", "/sample/v1.0.1_manifest.json", "/sample/v1.0.1_main.py", "/sample/v1.0.1_lib/util.py"}
 	if got := srv.paths(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
@@ -184,7 +185,7 @@ func TestSubdirLayout(t *testing.T) {
 		t.Fatalf("Update() = %v", err)
 	}
 	wantApp(t, e, "v1.0.1")
-	want := []string{"/sample/version", "/sample/v1.0.1/main.py", "/sample/v1.0.1/lib/util.py"}
+	want := []string{"/sample/version", "/sample/v1.0.1/manifest.json", "/sample/v1.0.1/main.py", "/sample/v1.0.1/lib/util.py"}
 	if got := srv.paths(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}

@@ -67,6 +67,9 @@ type App struct {
 	// (ErrUnreachable). MinRate 0 turns the check off.
 	MinRate       int64
 	MinRateWindow time.Duration
+	// PublicKeys are minisign public keys (the base64 line of a .pub
+	// file): set, every release needs a manifest signed by one of them.
+	PublicKeys []string
 }
 
 // StateDir is the directory that holds this app's state.json, lock,

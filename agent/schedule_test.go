@@ -192,11 +192,11 @@ func TestRunUnchangedCostsOne304(t *testing.T) {
 	a := e.agent(t)
 	runChecks(t, a, Schedule{}, 4)
 	reqs := srv.requests()
-	// version + 2 files, then three conditional checks.
-	if len(reqs) != 6 {
-		t.Fatalf("requests = %v, want 6", srv.paths())
+	// version, the manifest (404) + 2 files, then three conditional checks.
+	if len(reqs) != 7 {
+		t.Fatalf("requests = %v, want 7", srv.paths())
 	}
-	for _, r := range reqs[3:] {
+	for _, r := range reqs[4:] {
 		if r.URL.Path != "/sample/version" || r.Header.Get("If-None-Match") != `"v101"` || r.Header.Get("If-Modified-Since") == "" {
 			t.Errorf("check %s sent If-None-Match %q, If-Modified-Since %q; want both validators",
 				r.URL.Path, r.Header.Get("If-None-Match"), r.Header.Get("If-Modified-Since"))

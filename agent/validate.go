@@ -115,6 +115,9 @@ func (a *App) Validate() error {
 	if err := checkFiles(a.Files); err != nil {
 		return bad("files", "%v", err)
 	}
+	if _, err := parseKeys(a.PublicKeys); err != nil {
+		return bad("public_keys", "%v", err)
+	}
 	switch a.Install {
 	case store.InPlace, store.Symlink:
 	default:
