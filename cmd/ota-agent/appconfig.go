@@ -41,6 +41,7 @@ type appConfig struct {
 	Interval          string   `toml:"interval"`
 	MinRate           any      `toml:"min_rate"` // integer bytes per second or "1KiB"
 	MinRateWindow     string   `toml:"min_rate_window"`
+	PublicKeys        []string `toml:"public_keys"` // nil: the global public_keys
 }
 
 // appKeys are the keys of an [[app]] table, for suggestions.
@@ -67,6 +68,7 @@ func (c *appConfig) app(stateRoot, configDir string) (agent.App, error) {
 		SystemdBus: reset.Bus(c.SystemdBus), HardReset: reset.Method(c.HardReset), WatchdogDevice: c.WatchdogDevice,
 		User: c.User, CAFile: inDir(configDir, c.CAFile), AllowInsecureAuth: c.AllowInsecureAuth,
 	}
+	a.PublicKeys = c.PublicKeys
 	if c.UseVersionPrefix != nil {
 		a.UseVersionPrefix = *c.UseVersionPrefix
 	}

@@ -24,13 +24,14 @@ type appFlags struct {
 	allowInsecureAuth                bool
 	keepReleases                     int
 	minRate, minRateWindow           string
+	publicKeys                       string
 }
 
 var appFlagNames = map[string]bool{
 	"name": true, "host": true, "project": true, "files": true, "app-dir": true, "state-dir": true,
 	"no-version-prefix": true, "install": true, "reset": true, "unit": true, "systemd-bus": true,
 	"hard-reset": true, "watchdog-device": true, "timeout": true, "user": true, "password-file": true, "ca-file": true,
-	"allow-insecure-auth": true, "max-file-size": true, "keep-releases": true, "min-rate": true, "min-rate-window": true,
+	"allow-insecure-auth": true, "max-file-size": true, "keep-releases": true, "min-rate": true, "min-rate-window": true, "public-keys": true,
 }
 
 // register adds the app flags to fs. There is no --password: a command line
@@ -58,6 +59,7 @@ func (f *appFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.keepReleases, "keep-releases", 0, fmt.Sprintf("releases kept for rollback (default %d)", agent.DefaultKeepReleases))
 	fs.StringVar(&f.minRate, "min-rate", "", "cut a transfer slower than this many bytes a second over --min-rate-window, like 1KiB; 0: never (default 1KiB)")
 	fs.StringVar(&f.minRateWindow, "min-rate-window", "", fmt.Sprintf("the window of --min-rate (default %v)", agent.DefaultMinRateWindow))
+	fs.StringVar(&f.publicKeys, "public-keys", "", "minisign public keys (the base64 line of a .pub file), comma-separated: every release must come with a manifest signed by one")
 	fs.StringVar(&f.name, "name", "", "the app's name, for its state directory (default: --project)")
 }
 
@@ -94,6 +96,11 @@ func (f *appFlags) config() appConfig {
 		Install: f.install, Reset: f.reset, Unit: f.unit, SystemdBus: f.systemdBus, HardReset: f.hardReset,
 		WatchdogDevice: f.watchdogDevice, Timeout: f.timeout, User: f.user, PasswordFile: f.passwordFile,
 		CAFile: f.caFile, AllowInsecureAuth: f.allowInsecureAuth, MinRateWindow: f.minRateWindow,
+	}
+	for _, k := range strings.Split(f.publicKeys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			c.PublicKeys = append(c.PublicKeys, k)
+		}
 	}
 	for _, file := range strings.Split(f.files, ",") {
 		if file = strings.TrimSpace(file); file != "" {

@@ -49,6 +49,7 @@ type fileConfig struct {
 	BootDeadline string      `toml:"boot_deadline"`
 	RuntimeDir   string      `toml:"runtime_dir"`
 	RebootGrace  string      `toml:"reboot_grace"`
+	PublicKeys   []string    `toml:"public_keys"` // the default of every app
 	App          []appConfig `toml:"app"`
 }
 
@@ -119,6 +120,9 @@ func loadConfig(path string) (*Config, error) {
 
 	dir := filepath.Dir(path)
 	for i := range fc.App {
+		if fc.App[i].PublicKeys == nil {
+			fc.App[i].PublicKeys = fc.PublicKeys
+		}
 		a, err := fc.App[i].app(cfg.StateRoot, dir)
 		if err != nil {
 			return nil, pos.locate(err, i, fc.App[i])
