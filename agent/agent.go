@@ -43,6 +43,20 @@ type Options struct {
 	// RuntimeDir, if set, receives each check's outcome (store.WriteStatus):
 	// volatile, so routine checks never write to the SD card.
 	RuntimeDir string
+	// Unit is the app's systemd unit, whatever its reset: a trial watches
+	// it and a rollback restarts it. nil: the app has none.
+	Unit Unit
+	// Boot says the app has not started yet (update --boot): a switch
+	// leaves its trial open for the daemon to judge once the app runs.
+	Boot bool
+}
+
+// Unit is the app's systemd unit as a trial and a rollback use it
+// (reset.Unit).
+type Unit interface {
+	Resetter
+	prober
+	failedResetter
 }
 
 // Phase is where a check is, for Heartbeat.
@@ -67,6 +81,11 @@ type Agent struct {
 	rundir string
 	beat   func(Phase)
 	keys   []wire.PublicKey // public_keys: signed manifests only
+	unit   Unit
+	boot   bool
+	// badSaid is the bad version whose refusal was last logged, so the
+	// daemon says it once.
+	badSaid string
 	// last is the version the server last sent in full, with its validators.
 	last struct {
 		tag string
@@ -82,8 +101,11 @@ type Result struct {
 	Available   bool   `json:"available"` // Remote differs from Installed
 	Updated     bool   `json:"updated"`   // Update switched to Remote
 	NeedsReboot bool   `json:"needs_reboot,omitempty"`
-	Requests    int64  `json:"requests"`
-	Bytes       int64  `json:"bytes"`
+	// Bad is set when Remote failed its trial here: it is not installed
+	// while the server names it.
+	Bad      *store.BadVersion `json:"bad,omitempty"`
+	Requests int64             `json:"requests"`
+	Bytes    int64             `json:"bytes"`
 }
 
 // New returns an Agent for app, which must have passed Validate.
@@ -113,6 +135,8 @@ func New(app App, o Options) (*Agent, error) {
 		rundir: o.RuntimeDir,
 		beat:   o.Heartbeat,
 		keys:   keys,
+		unit:   o.Unit,
+		boot:   o.Boot,
 	}
 	return a, nil
 }
@@ -187,8 +211,12 @@ func (a *Agent) Check(ctx context.Context) (res Result, err error) {
 		return res, err
 	}
 	// Any difference is an update, an older tag included: that is how
-	// operators roll a fleet back.
+	// operators roll a fleet back. A release that failed its trial here is
+	// not, while the server names it.
 	res.Available = res.Remote != res.Installed
+	if mark, ok := st.BadMark(res.Remote); ok && res.Available {
+		res.Available, res.Bad = false, &mark
+	}
 	return res, nil
 }
 
@@ -232,7 +260,10 @@ func (a *Agent) Recover(ctx context.Context) error {
 		return err
 	}
 	defer l.Unlock()
-	return s.Recover()
+	if err := s.Recover(); err != nil {
+		return err
+	}
+	return a.countBoot(ctx, s, false)
 }
 
 // Update brings the app to the published version: check, download every
@@ -255,12 +286,18 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	if err := s.Recover(); err != nil {
 		return res, fmt.Errorf("recover an interrupted switch: %w", err)
 	}
+	if err := a.countBoot(ctx, s, !a.boot); err != nil {
+		return res, err
+	}
 	st, err := s.State()
 	if err != nil {
 		return res, err
 	}
 	res.Installed = st.Version
 	if res.Remote, err = a.remoteVersion(ctx); err != nil {
+		return res, err
+	}
+	if res.Bad, err = a.refuseBad(s, st, res.Remote); err != nil || res.Bad != nil {
 		return res, err
 	}
 	if res.Available = res.Remote != res.Installed; !res.Available {
@@ -301,13 +338,37 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	if err := a.stageRelease(ctx, stage, rel); err != nil {
 		return res, err
 	}
-	if err := a.switchTo(ctx, s, stage); err != nil {
+	var opts store.InstallOptions
+	trial := a.onTrial()
+	if trial {
+		opts.Trial = &store.Trial{Version: res.Remote, From: res.Installed, Since: time.Now().UTC(), BootID: bootID(),
+			RebootPending: a.app.Reset == ResetHard}
+	}
+	wasActive, err := a.switchTo(ctx, s, stage, opts)
+	if err != nil {
 		return res, err
 	}
 	res.Updated = true
 	res.NeedsReboot = a.app.Reset == ResetHard
 	a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Int("files", len(rel.paths(a.app.Files))).Msg("installed")
-	return res, nil
+	switch {
+	case !trial:
+	case a.app.Reset == ResetHard || a.boot:
+		// The app starts after the reboot, or after this boot-time
+		// update: the daemon judges the trial then.
+		a.log.Info().Str("version", res.Remote).Msg("on trial: judged once the app runs")
+	case a.reset != nil && !wasActive:
+		// Its unit was stopped: nothing runs to judge.
+		err = s.Edit(func(st *store.State) error { st.Trial = nil; return nil })
+	default:
+		v, jerr := a.judge(ctx)
+		if jerr != nil {
+			return res, fmt.Errorf("judge %s: %w (the trial stays open: the daemon or the next update judges it)", res.Remote, jerr)
+		}
+		err = a.settle(ctx, s, v, true)
+		res.Updated = err == nil
+	}
+	return res, err
 }
 
 func (a *Agent) download(ctx context.Context, stage *store.Stage, tag, file string) error {
@@ -333,27 +394,25 @@ func (a *Agent) download(ctx context.Context, stage *store.Stage, tag, file stri
 
 // switchTo stops the app (if it runs), switches, and starts it again, so no
 // running process ever sees a mix of two releases.
-func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage) error {
+func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage, o store.InstallOptions) (wasActive bool, err error) {
 	a.beat(PhaseSwitch)
 	// A signal must not leave the app stopped between Stop and Start.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), SwitchTimeout)
 	defer cancel()
-	wasActive := false
 	if a.reset != nil {
-		var err error
 		if wasActive, err = a.reset.Stop(ctx); err != nil {
-			return err
+			return false, err
 		}
 	}
-	_, err := s.Install(stage)
+	_, err = s.InstallWith(stage, o)
 	err = a.layoutError(err)
 	if wasActive {
 		// After a failed switch this starts the old release again.
 		if serr := a.reset.Start(ctx); serr != nil {
-			return errors.Join(err, serr)
+			return wasActive, errors.Join(err, serr)
 		}
 	}
-	return err
+	return wasActive, err
 }
 
 // SwitchTimeout bounds stop, switch and start once a download is complete.

@@ -70,6 +70,20 @@ type App struct {
 	// PublicKeys are minisign public keys (the base64 line of a .pub
 	// file): set, every release needs a manifest signed by one of them.
 	PublicKeys []string
+	// Trial is how long a switched release must stay healthy before it is
+	// committed (0: at once; the config's default is DefaultTrial). The
+	// unit must be active within StartTimeout; HealthCommand (argv, no
+	// shell) and HealthURL must pass at the end of the trial, each within
+	// HealthTimeout, retried until Trial+HealthGrace. OnFailure says what
+	// a failed trial does; MaxBootAttempts how many boots a trial may see.
+	Trial           time.Duration
+	StartTimeout    time.Duration
+	HealthCommand   []string
+	HealthURL       string
+	HealthTimeout   time.Duration
+	HealthGrace     time.Duration
+	OnFailure       string // OnFailureRollback (default) or OnFailureKeep
+	MaxBootAttempts int
 }
 
 // StateDir is the directory that holds this app's state.json, lock,

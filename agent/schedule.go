@@ -115,6 +115,11 @@ func (a *Agent) Run(ctx context.Context, sched Schedule, clk Clock, report func(
 	if clk == nil {
 		clk = realClock{}
 	}
+	// A trial left open (a hard reset, an update at boot, a restart of
+	// the daemon) is judged first: the app runs by now.
+	if err := a.JudgeOpenTrial(ctx); err != nil && ctx.Err() == nil {
+		a.log.Error().Err(err).Msg("trial")
+	}
 	failures := 0
 	wait := sched.First()
 	for {

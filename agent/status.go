@@ -20,8 +20,21 @@ type Status struct {
 	Releases    []string      `json:"releases"` // directories kept for rollback
 	Pending     *Pending      `json:"pending"`  // an interrupted switch, until recover runs
 	LastCheck   *store.Status `json:"last_check"`
+	// Trial is the release on trial, null when none; BadVersions the
+	// releases not installed again while the server names them.
+	Trial        *TrialStatus       `json:"trial"`
+	BadVersions  []store.BadVersion `json:"bad_versions"`
+	LastRollback *store.Rollback    `json:"last_rollback"`
 	// Error says why this app's state could not be read.
 	Error string `json:"error,omitempty"`
+}
+
+// TrialStatus is a release on trial.
+type TrialStatus struct {
+	Version      string    `json:"version"`
+	Since        time.Time `json:"since"`
+	Deadline     time.Time `json:"deadline"` // Since + the trial: the earliest commit
+	BootAttempts int       `json:"boot_attempts"`
 }
 
 // Pending is an interrupted switch.
@@ -35,7 +48,7 @@ type Pending struct {
 // anything, so it answers while an update runs. The last check comes from
 // runtimeDir. On an error the status holds what could be read.
 func StatusOf(app App, runtimeDir string) (Status, error) {
-	s := Status{Name: app.Name, AppDir: app.AppDir, StateDir: app.StateDir(), Install: app.Install, Releases: []string{}}
+	s := Status{Name: app.Name, AppDir: app.AppDir, StateDir: app.StateDir(), Install: app.Install, Releases: []string{}, BadVersions: []store.BadVersion{}}
 	v, err := store.Inspect(app.StateDir())
 	if err != nil {
 		return s, err
@@ -47,6 +60,13 @@ func StatusOf(app App, runtimeDir string) (Status, error) {
 		if st.Install != "" {
 			s.Install = st.Install
 		}
+	}
+	s.BadVersions, s.LastRollback = st.Bad, st.LastRollback
+	if s.BadVersions == nil {
+		s.BadVersions = []store.BadVersion{}
+	}
+	if t := st.Trial; t != nil {
+		s.Trial = &TrialStatus{Version: t.Version, Since: t.Since, Deadline: t.Since.Add(app.Trial), BootAttempts: t.BootAttempts}
 	}
 	if p := v.Pending; p != nil {
 		s.Pending = &Pending{From: p.From, To: p.To, Failed: p.Failed}

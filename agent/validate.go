@@ -51,6 +51,21 @@ func (a *App) ApplyDefaults() {
 	if a.MinRateWindow == 0 {
 		a.MinRateWindow = DefaultMinRateWindow
 	}
+	if a.StartTimeout == 0 {
+		a.StartTimeout = DefaultStartTimeout
+	}
+	if a.HealthTimeout == 0 {
+		a.HealthTimeout = DefaultHealthTimeout
+	}
+	if a.HealthGrace == 0 {
+		a.HealthGrace = DefaultHealthGrace
+	}
+	if a.OnFailure == "" {
+		a.OnFailure = OnFailureRollback
+	}
+	if a.MaxBootAttempts == 0 {
+		a.MaxBootAttempts = DefaultMaxBootAttempts
+	}
 	if a.StateRoot == "" {
 		a.StateRoot = DefaultStateRoot
 	}
@@ -166,6 +181,9 @@ func (a *App) Validate() error {
 	}
 	if a.MinRateWindow < MinRateWindowFloor {
 		return bad("min_rate_window", "%v is below the minimum of %v", a.MinRateWindow, MinRateWindowFloor)
+	}
+	if err := a.validateTrial(bad); err != nil {
+		return err
 	}
 	switch {
 	case a.User != "" && a.Password == "":
@@ -287,4 +305,33 @@ func ValidateApps(apps []App) error {
 // within reports whether path is dir or lies below it. Both are clean.
 func within(path, dir string) bool {
 	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// validateTrial checks the trial's keys.
+func (a *App) validateTrial(bad func(key, format string, args ...any) error) error {
+	for _, d := range []struct {
+		key      string
+		v        time.Duration
+		positive bool
+	}{{"trial", a.Trial, false}, {"start_timeout", a.StartTimeout, true}, {"health_timeout", a.HealthTimeout, true}, {"health_grace", a.HealthGrace, false}} {
+		if d.v < 0 || d.positive && d.v == 0 {
+			return bad(d.key, "%v is not positive", d.v)
+		}
+	}
+	if a.OnFailure != OnFailureRollback && a.OnFailure != OnFailureKeep {
+		return bad("on_failure", "%q is not %q or %q", a.OnFailure, OnFailureRollback, OnFailureKeep)
+	}
+	if a.MaxBootAttempts < 1 {
+		return bad("max_boot_attempts", "%d is less than 1", a.MaxBootAttempts)
+	}
+	if len(a.HealthCommand) > 0 && a.HealthCommand[0] == "" {
+		return bad("health_command", "the program (its first element) is empty")
+	}
+	if a.HealthURL != "" {
+		u, err := url.Parse(a.HealthURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("health_url", "%q is not an http:// or https:// URL", wire.Quote(a.HealthURL))
+		}
+	}
+	return nil
 }

@@ -42,6 +42,14 @@ type appConfig struct {
 	MinRate           any      `toml:"min_rate"` // integer bytes per second or "1KiB"
 	MinRateWindow     string   `toml:"min_rate_window"`
 	PublicKeys        []string `toml:"public_keys"` // nil: the global public_keys
+	Trial             string   `toml:"trial"`
+	StartTimeout      string   `toml:"start_timeout"`
+	HealthCommand     []string `toml:"health_command"`
+	HealthURL         string   `toml:"health_url"`
+	HealthTimeout     string   `toml:"health_timeout"`
+	HealthGrace       string   `toml:"health_grace"`
+	OnFailure         string   `toml:"on_failure"`
+	MaxBootAttempts   *int     `toml:"max_boot_attempts"`
 }
 
 // appKeys are the keys of an [[app]] table, for suggestions.
@@ -67,6 +75,7 @@ func (c *appConfig) app(stateRoot, configDir string) (agent.App, error) {
 		AppDir: c.AppDir, StateRoot: stateRoot, Install: store.Mode(c.Install), Reset: c.Reset, Unit: c.Unit,
 		SystemdBus: reset.Bus(c.SystemdBus), HardReset: reset.Method(c.HardReset), WatchdogDevice: c.WatchdogDevice,
 		User: c.User, CAFile: inDir(configDir, c.CAFile), AllowInsecureAuth: c.AllowInsecureAuth,
+		Trial: agent.DefaultTrial, HealthCommand: c.HealthCommand, HealthURL: c.HealthURL, OnFailure: c.OnFailure,
 	}
 	a.PublicKeys = c.PublicKeys
 	if c.UseVersionPrefix != nil {
@@ -99,6 +108,15 @@ func (c *appConfig) app(stateRoot, configDir string) (agent.App, error) {
 	if minRate, err = sizeValue(c.MinRate, "1KiB"); err != nil {
 		return bad("min_rate", "%v", err)
 	}
+	trial := map[string]time.Duration{}
+	for key, v := range map[string]string{"trial": c.Trial, "start_timeout": c.StartTimeout, "health_timeout": c.HealthTimeout, "health_grace": c.HealthGrace} {
+		if v == "" {
+			continue
+		}
+		if trial[key], err = parseDuration(v); err != nil {
+			return bad(key, "%v", err)
+		}
+	}
 	if c.Password != "" && c.PasswordFile != "" {
 		return bad("password_file", "password and password_file are both set; use one")
 	}
@@ -126,6 +144,13 @@ func (c *appConfig) app(stateRoot, configDir string) (agent.App, error) {
 	}
 	if c.MinRateWindow != "" {
 		a.MinRateWindow = window
+	}
+	for key, d := range trial {
+		*map[string]*time.Duration{"trial": &a.Trial, "start_timeout": &a.StartTimeout,
+			"health_timeout": &a.HealthTimeout, "health_grace": &a.HealthGrace}[key] = d
+	}
+	if c.MaxBootAttempts != nil {
+		a.MaxBootAttempts = *c.MaxBootAttempts
 	}
 	// Each app on its own first, so an error finds its app even when the
 	// name is the problem.

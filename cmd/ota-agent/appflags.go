@@ -25,13 +25,26 @@ type appFlags struct {
 	keepReleases                     int
 	minRate, minRateWindow           string
 	publicKeys                       string
+	trial, startTimeout, healthURL   string
+	healthTimeout, healthGrace       string
+	onFailure                        string
+	healthCommand                    argvFlag
+	maxBootAttempts                  int
 }
+
+// argvFlag collects a repeatable flag, one argv element per use.
+type argvFlag []string
+
+func (a *argvFlag) String() string     { return strings.Join(*a, " ") }
+func (a *argvFlag) Set(v string) error { *a = append(*a, v); return nil }
 
 var appFlagNames = map[string]bool{
 	"name": true, "host": true, "project": true, "files": true, "app-dir": true, "state-dir": true,
 	"no-version-prefix": true, "install": true, "reset": true, "unit": true, "systemd-bus": true,
 	"hard-reset": true, "watchdog-device": true, "timeout": true, "user": true, "password-file": true, "ca-file": true,
 	"allow-insecure-auth": true, "max-file-size": true, "keep-releases": true, "min-rate": true, "min-rate-window": true, "public-keys": true,
+	"trial": true, "start-timeout": true, "health-command": true, "health-url": true, "health-timeout": true,
+	"health-grace": true, "on-failure": true, "max-boot-attempts": true,
 }
 
 // register adds the app flags to fs. There is no --password: a command line
@@ -61,6 +74,14 @@ func (f *appFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.minRateWindow, "min-rate-window", "", fmt.Sprintf("the window of --min-rate (default %v)", agent.DefaultMinRateWindow))
 	fs.StringVar(&f.publicKeys, "public-keys", "", "minisign public keys (the base64 line of a .pub file), comma-separated: every release must come with a manifest signed by one")
 	fs.StringVar(&f.name, "name", "", "the app's name, for its state directory (default: --project)")
+	fs.StringVar(&f.trial, "trial", "", fmt.Sprintf("how long a new release must stay healthy before it is committed; 0s: at once (default %v)", agent.DefaultTrial))
+	fs.StringVar(&f.startTimeout, "start-timeout", "", fmt.Sprintf("how long the unit may take to become active in a trial (default %v)", agent.DefaultStartTimeout))
+	fs.Var(&f.healthCommand, "health-command", "health check run at the end of a trial, without a shell: one argv element per use (--health-command /usr/bin/curl --health-command -f ...)")
+	fs.StringVar(&f.healthURL, "health-url", "", "health check URL that must answer 2xx at the end of a trial")
+	fs.StringVar(&f.healthTimeout, "health-timeout", "", fmt.Sprintf("bound on each health check (default %v)", agent.DefaultHealthTimeout))
+	fs.StringVar(&f.healthGrace, "health-grace", "", fmt.Sprintf("how long after the trial failed health checks are retried (default %v)", agent.DefaultHealthGrace))
+	fs.StringVar(&f.onFailure, "on-failure", "", fmt.Sprintf("what a failed trial does: %s (default) or %s", agent.OnFailureRollback, agent.OnFailureKeep))
+	fs.IntVar(&f.maxBootAttempts, "max-boot-attempts", 0, fmt.Sprintf("boots a trial may see before it is rolled back at boot (default %d)", agent.DefaultMaxBootAttempts))
 }
 
 // set returns the app flags given on the command line.
@@ -96,6 +117,12 @@ func (f *appFlags) config() appConfig {
 		Install: f.install, Reset: f.reset, Unit: f.unit, SystemdBus: f.systemdBus, HardReset: f.hardReset,
 		WatchdogDevice: f.watchdogDevice, Timeout: f.timeout, User: f.user, PasswordFile: f.passwordFile,
 		CAFile: f.caFile, AllowInsecureAuth: f.allowInsecureAuth, MinRateWindow: f.minRateWindow,
+		Trial: f.trial, StartTimeout: f.startTimeout, HealthCommand: f.healthCommand, HealthURL: f.healthURL,
+		HealthTimeout: f.healthTimeout, HealthGrace: f.healthGrace, OnFailure: f.onFailure,
+	}
+	if given["max-boot-attempts"] {
+		n := f.maxBootAttempts
+		c.MaxBootAttempts = &n
 	}
 	for _, k := range strings.Split(f.publicKeys, ",") {
 		if k = strings.TrimSpace(k); k != "" {

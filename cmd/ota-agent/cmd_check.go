@@ -26,6 +26,11 @@ func cmdCheck(ctx context.Context, g *globals, args []string) error {
 		if err != nil {
 			return err
 		}
+		if res.Bad != nil {
+			g.printf("%s: %s, which the server names, failed its trial here (%s): not installed; `ota-agent retry %s` clears the mark\n",
+				app.Name, res.Remote, res.Bad.Reason, app.Name)
+			return nil
+		}
 		if res.Available {
 			g.printf("%s: update available: %s -> %s\n", app.Name, orNone(res.Installed), res.Remote)
 			return errUpdateAvailable

@@ -33,7 +33,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 		f := agent.Fleet{Interval: cfg.Interval}
 		for _, app := range cfg.Apps {
 			job := agent.Job{App: app, Interval: app.Interval, Options: agent.Options{
-				Log: a.log, Reset: resetterFor(app, a.log), UserAgent: userAgent(), RuntimeDir: cfg.RuntimeDir,
+				Log: a.log, Reset: resetterFor(app, a.log), Unit: unitFor(app, a.log), UserAgent: userAgent(), RuntimeDir: cfg.RuntimeDir,
 			}}
 			if app.Reset == agent.ResetHard {
 				job.Reboot = hardResetFor(app, []string{app.Name}, cfg.RebootGrace, g.machine, a.log)

@@ -73,6 +73,17 @@ func printStatus(g *globals, s agent.Status) {
 	} else {
 		g.printf("%sno check since boot\n", pad)
 	}
+	if t := s.Trial; t != nil {
+		g.printf("%son trial: %s since %s (commits at %s at the earliest; %d boot(s) with it open)\n", pad, t.Version,
+			t.Since.Local().Format("15:04:05"), t.Deadline.Local().Format("15:04:05"), t.BootAttempts)
+	}
+	for _, b := range s.BadVersions {
+		g.printf("%sbad: %s (%s, %s): not installed while the server names it; `ota-agent retry %s` clears it\n", pad, b.Version, b.Reason,
+			b.At.Local().Format("2006-01-02 15:04"), s.Name)
+	}
+	if r := s.LastRollback; r != nil {
+		g.printf("%slast rollback: %s -> %s at %s: %s\n", pad, r.From, r.To, r.At.Local().Format("2006-01-02 15:04"), r.Reason)
+	}
 	if len(s.Releases) > 0 {
 		g.printf("%skept for rollback: %s\n", pad, strings.Join(s.Releases, ", "))
 	}

@@ -50,8 +50,11 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 		if err := appCtx.Err(); err != nil {
 			return cut(fmt.Errorf("not checked: %w", err))
 		}
-		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir)
-		if err == nil && !res.Updated {
+		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, *boot)
+		if err == nil && res.Bad != nil {
+			log.Warn().Str("app", app.Name).Str("version", res.Remote).Str("reason", res.Bad.Reason).
+				Msg("the server names a release that failed its trial here: not installed (ota-agent retry clears the mark)")
+		} else if err == nil && !res.Updated {
 			// One line per run, so the boot unit's journal says why nothing changed.
 			log.Info().Str("app", app.Name).Str("version", res.Installed).Msg("up to date")
 		}
@@ -75,8 +78,9 @@ func cmdUpdate(ctx context.Context, g *globals, args []string) error {
 	return err
 }
 
-func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir string) (agent.Result, error) {
-	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), UserAgent: userAgent(), LockWait: wait, RuntimeDir: runtimeDir})
+func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir string, boot bool) (agent.Result, error) {
+	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), Unit: unitFor(app, log),
+		UserAgent: userAgent(), LockWait: wait, RuntimeDir: runtimeDir, Boot: boot})
 	if err != nil {
 		return agent.Result{App: app.Name}, err
 	}

@@ -351,6 +351,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 			Install: store.InPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
 			HardReset: "reboot", Timeout: 5 * time.Second, MaxFileSize: agent.DefaultMaxFileSize,
 			KeepReleases: agent.DefaultKeepReleases, MinRate: agent.DefaultMinRate, MinRateWindow: time.Minute,
+			Trial: agent.DefaultTrial, StartTimeout: agent.DefaultStartTimeout, HealthTimeout: agent.DefaultHealthTimeout,
+			HealthGrace: agent.DefaultHealthGrace, OnFailure: agent.OnFailureRollback, MaxBootAttempts: agent.DefaultMaxBootAttempts,
 		}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -418,6 +420,8 @@ min_rate = 0
 		Install: store.Symlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
 		Timeout: 10 * time.Second, User: "dev", Password: "hunter2", AllowInsecureAuth: true,
 		MaxFileSize: 512 << 20, KeepReleases: 3, Interval: 5 * time.Minute, MinRate: 2048, MinRateWindow: 2 * time.Minute,
+		Trial: agent.DefaultTrial, StartTimeout: agent.DefaultStartTimeout, HealthTimeout: agent.DefaultHealthTimeout,
+		HealthGrace: agent.DefaultHealthGrace, OnFailure: agent.OnFailureRollback, MaxBootAttempts: agent.DefaultMaxBootAttempts,
 	}
 	if !reflect.DeepEqual(a, wantA) {
 		t.Errorf("loadConfig(...) app a =\n%+v, want\n%+v", a, wantA)
@@ -544,6 +548,8 @@ func TestAppFlags(t *testing.T) {
 		Install: store.InPlace, Reset: agent.ResetSoft, Unit: "web.service", SystemdBus: "system",
 		HardReset: "reboot", Timeout: 5 * time.Second, MaxFileSize: agent.DefaultMaxFileSize,
 		KeepReleases: agent.DefaultKeepReleases, MinRate: agent.DefaultMinRate, MinRateWindow: agent.DefaultMinRateWindow,
+		Trial: agent.DefaultTrial, StartTimeout: agent.DefaultStartTimeout, HealthTimeout: agent.DefaultHealthTimeout,
+		HealthGrace: agent.DefaultHealthGrace, OnFailure: agent.OnFailureRollback, MaxBootAttempts: agent.DefaultMaxBootAttempts,
 	}
 	if err != nil || !reflect.DeepEqual(a, want) {
 		t.Errorf("app() = %+v, %v, want\n%+v", a, err, want)
@@ -560,6 +566,8 @@ func TestAppFlags(t *testing.T) {
 		Install: store.Symlink, Reset: agent.ResetHard, HardReset: "watchdog", SystemdBus: "user",
 		Timeout: 30 * time.Second, User: "u", Password: "s3cret", AllowInsecureAuth: true, CAFile: "/etc/ca.pem",
 		MaxFileSize: 2e9, KeepReleases: 4, MinRate: 512, MinRateWindow: 90 * time.Second,
+		Trial: agent.DefaultTrial, StartTimeout: agent.DefaultStartTimeout, HealthTimeout: agent.DefaultHealthTimeout,
+		HealthGrace: agent.DefaultHealthGrace, OnFailure: agent.OnFailureRollback, MaxBootAttempts: agent.DefaultMaxBootAttempts,
 	}
 	if err != nil || !reflect.DeepEqual(a, want) {
 		t.Errorf("app() = %+v, %v, want\n%+v", a, err, want)

@@ -25,6 +25,15 @@ func resetterFor(app agent.App, log zerolog.Logger) agent.Resetter {
 	return &reset.Unit{Name: app.Unit, Bus: app.SystemdBus, Log: log.With().Str("app", app.Name).Logger()}
 }
 
+// unitFor returns the app's unit whatever its reset, for its trial and a
+// rollback; nil when it has none.
+func unitFor(app agent.App, log zerolog.Logger) agent.Unit {
+	if app.Unit == "" {
+		return nil
+	}
+	return &reset.Unit{Name: app.Unit, Bus: app.SystemdBus, Log: log.With().Str("app", app.Name).Logger()}
+}
+
 // hardResetFor returns the one board restart for the apps named (all
 // switched by now), as the first of them configures it. m is the machine
 // it acts on; nil is this host.

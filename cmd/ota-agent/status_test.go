@@ -50,7 +50,7 @@ func TestStatusJSONShape(t *testing.T) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	want := "app_dir,files,install,installed_at,last_check,name,pending,previous,releases,state_dir,version"
+	want := "app_dir,bad_versions,files,install,installed_at,last_check,last_rollback,name,pending,previous,releases,state_dir,trial,version"
 	if strings.Join(keys, ",") != want {
 		t.Errorf("status keys = %v, want %s", keys, want)
 	}

@@ -422,7 +422,7 @@ func testSoftResetRealUnit(t *testing.T, install string) {
 		t.Helper()
 		return sdRun(t, env, "update", "--host", srv.URL, "--project", "p", "--files", "app.sh,a.txt,lib/b.txt",
 			"--app-dir", appDir, "--state-dir", stateDir, "--runtime-dir", filepath.Join(dir, "run"),
-			"--install", install, "--unit", unit, "--systemd-bus", "user", "--log-level", "debug")
+			"--install", install, "--unit", unit, "--systemd-bus", "user", "--log-level", "debug", "--trial", "0s")
 	}
 	wantApp := func(when, v string) {
 		t.Helper()
