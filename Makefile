@@ -4,7 +4,7 @@ LDFLAGS := -s -w -X main.Version=$(VERSION)
 GO      ?= go
 export CGO_ENABLED := 0
 
-.PHONY: build test test-arm e2e demo cross bench clean
+.PHONY: build test test-arm e2e demo cross deb bench clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ota-agent ./cmd/ota-agent
@@ -40,8 +40,15 @@ cross:
 	GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ota-agent-linux-armv7 ./cmd/ota-agent
 	GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ota-agent-linux-arm64 ./cmd/ota-agent
 
+# Debian packages for amd64, arm64, armhf (ARMv6: every Pi) and armel
+# (ARMv5) in dist/, with nfpm pinned in go.mod (go tool nfpm); reproducible
+# (packaging/deb/build). DEB_ARCHES=armhf for one.
+DEB_ARCHES ?= amd64 arm64 armhf armel
+deb:
+	VERSION=$(VERSION) GO=$(GO) packaging/deb/build $(DEB_ARCHES)
+
 bench: build
 	bench/run
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
