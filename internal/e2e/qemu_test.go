@@ -739,7 +739,9 @@ func TestQemuPowerCut(t *testing.T) {
 	start := time.Now()
 	bin := qemuBuildAgent(t)
 	rels := map[string]qemuRelease{"v1": qemuMakeRelease("v1"), "v2": qemuMakeRelease("v2")}
-	config := qemuConfigBase + "unit = \"sample.service\"\n"
+	// Power cuts land in switches, not in trials: each update commits at
+	// once (trials and their boot counting have tests of their own).
+	config := qemuConfigBase + "unit = \"sample.service\"\ntrial = \"0s\"\n"
 	img := qemuSetup(t, bin, config, "v1", []qemuRelease{rels["v1"], rels["v2"]},
 		map[string]string{"qemu-check.service": qemuCheckUnit, "qemu-loop.service": qemuLoopUnit})
 	t.Logf("image ready in %v", time.Since(start).Round(time.Millisecond))

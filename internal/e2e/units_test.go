@@ -95,6 +95,7 @@ files = ["main.sh", "VERSION"]
 app_dir = "/opt/sample"
 unit = "sample.service"
 reset = "soft"
+trial = "3s"
 
 [[app]]
 name = "symapp"
@@ -105,6 +106,7 @@ app_dir = "/opt/symapp/current"
 install = "symlink"
 unit = "symapp.service"
 reset = "soft"
+trial = "3s"
 `
 
 // TestUnitsShippedUpdateRunningApps boots a Debian (systemd-nspawn) with
@@ -283,6 +285,11 @@ type unitsAppStatus struct {
 		From string `json:"from"`
 		To   string `json:"to"`
 	} `json:"pending"`
+	// Trial is the release on trial: the daemon commits v2 once it has
+	// stayed healthy for the config's trial.
+	Trial *struct {
+		Version string `json:"version"`
+	} `json:"trial"`
 	LastCheck *struct {
 		At      time.Time `json:"at"`
 		Outcome string    `json:"outcome"`
@@ -323,7 +330,7 @@ func unitsWaitVersion(t *testing.T, c *testenv.Container, v string, published ti
 		done := true
 		for _, a := range unitsApps {
 			s := st[a.name]
-			if lc := s.LastCheck; s.Version == v && s.Pending == nil && lc != nil && lc.Remote == v &&
+			if lc := s.LastCheck; s.Version == v && s.Pending == nil && s.Trial == nil && lc != nil && lc.Remote == v &&
 				(lc.Outcome == "updated" || lc.Outcome == "up-to-date") {
 				continue
 			}
