@@ -120,6 +120,7 @@ func (a *Agent) Run(ctx context.Context, sched Schedule, clk Clock, report func(
 	if err := a.JudgeOpenTrial(ctx); err != nil && ctx.Err() == nil {
 		a.log.Error().Err(err).Msg("trial")
 	}
+	a.beat(PhaseIdle) // a judged trial beat as a switch: idle until the first check
 	failures := 0
 	wait := sched.First()
 	for {
