@@ -8,10 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/ota-agent/ota-agent/wire"
@@ -28,8 +31,10 @@ var ErrTruncated = errors.New("body shorter than announced")
 var ErrNoSpace = errors.New("not enough free space")
 
 // indexName lists, one JSON line each, the staged files that were written
-// completely and fsynced. Anything in staging that it does not name is a
-// partial download and is removed; what it names is reused.
+// completely and fsynced, and the partial downloads a cut left (see
+// partial.go). Anything in staging that it does not name is removed; what
+// it names is reused or continued. Of several lines for one path the last
+// one counts.
 const indexName = ".ota-index"
 
 // Stage is a release being downloaded into staging/<version>/ while the app
@@ -39,7 +44,9 @@ type Stage struct {
 	version string
 	dir     string
 	files   map[string]File
-	index   *os.File
+	// partials are the cut downloads a later Write may continue.
+	partials map[string]*partial
+	index    *os.File
 	// sequence is the signed manifest's, recorded by Install (SetSequence).
 	sequence uint64
 	// local indexes what the app already holds, for Reuse; built on first use.
@@ -67,7 +74,7 @@ func (s *Store) Stage(version string) (*Stage, error) {
 			}
 		}
 	}
-	st := &Stage{s: s, version: version, dir: filepath.Join(base, version), files: map[string]File{}}
+	st := &Stage{s: s, version: version, dir: filepath.Join(base, version), files: map[string]File{}, partials: map[string]*partial{}}
 	if err := os.MkdirAll(st.dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -82,18 +89,27 @@ func (s *Store) Stage(version string) (*Stage, error) {
 }
 
 // loadIndex keeps the indexed files whose size and hash still match and
-// removes every other file in the staging dir.
+// the partial downloads whose recorded bytes are all there, and removes
+// every other file in the staging dir.
 func (st *Stage) loadIndex() error {
 	b, err := os.ReadFile(filepath.Join(st.dir, indexName))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	known := map[string]File{}
+	cut := map[string]*partial{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
+		// A torn last line after a power cut does not parse: that file is
+		// downloaded again (or continued from its previous line).
+		if p, ok := parsePartial(sc.Bytes()); ok {
+			delete(known, p.path)
+			cut[p.path] = p
+			continue
+		}
 		var f File
-		// A torn last line after a power cut does not parse: that file is re-downloaded.
 		if json.Unmarshal(sc.Bytes(), &f) == nil && wire.CheckPath(f.Path) == nil {
+			delete(cut, f.Path)
 			known[f.Path] = f
 		}
 	}
@@ -102,12 +118,21 @@ func (st *Stage) loadIndex() error {
 			st.files[p] = f
 		}
 	}
+	for p, c := range cut {
+		// Its prefix is hashed when it is continued (Partial), not here.
+		if fi, err := os.Lstat(filepath.Join(st.dir, p)); err == nil && fi.Mode().IsRegular() && fi.Size() >= c.offset {
+			st.partials[p] = c
+		}
+	}
 	err = filepath.WalkDir(st.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(st.dir, path)
-		if _, ok := st.files[filepath.ToSlash(rel)]; !ok && rel != indexName {
+		rel = filepath.ToSlash(rel)
+		_, complete := st.files[rel]
+		_, cut := st.partials[rel]
+		if !complete && !cut && rel != indexName {
 			return os.Remove(path)
 		}
 		return nil
@@ -123,6 +148,9 @@ func (st *Stage) rewriteIndex() error {
 	for _, f := range st.Files() {
 		b, _ := json.Marshal(f)
 		buf.Write(append(b, '\n'))
+	}
+	for _, p := range slices.Sorted(maps.Keys(st.partials)) {
+		buf.Write(st.partials[p].line())
 	}
 	return WriteFile(filepath.Join(st.dir, indexName), buf.Bytes(), 0o600)
 }
@@ -154,9 +182,10 @@ func (st *Stage) Close() error { return st.index.Close() }
 // minFree on the filesystem fails with ErrNoSpace, so a body of unknown
 // length never fills the disk. The file gets the owner and mode it will
 // have in the app (see Install), is fsynced, and only then recorded in the
-// index; on any error it is removed.
+// index; on any error it is removed. Write never keeps a cut download:
+// Download does, given the server's validator.
 func (st *Stage) Write(path string, r io.Reader, want, max int64) (File, error) {
-	return st.write(path, r, want, max, nil)
+	return st.Download(path, Download{Body: r, Size: want, Max: max})
 }
 
 // Want is what a staged file must be, as a release manifest says.
@@ -175,13 +204,49 @@ var ErrMismatch = errors.New("content differs from the manifest")
 // (at most w.Size+1 bytes are read) and is removed, and the file gets
 // w.Mode rather than the mode of the file it replaces.
 func (st *Stage) WriteWant(path string, r io.Reader, announced int64, w Want, max int64) (File, error) {
-	if w.Size > max {
-		return File{}, fmt.Errorf("%s: %w (the manifest says %d bytes, limit %d)", path, ErrTooLarge, w.Size, max)
+	return st.Download(path, Download{Body: r, Size: announced, Max: max, Want: &w})
+}
+
+// Download is one response body for Stage.Download.
+type Download struct {
+	Body io.Reader
+	// Size is the whole file's announced length (not the body's, when it
+	// continues a partial file), -1 if unknown.
+	Size int64
+	// Max caps the whole file's size (ErrTooLarge).
+	Max int64
+	// Want, if set, is what the file must be, as with WriteWant.
+	Want *Want
+	// Resume says which byte of the file Body starts at, and with what
+	// validator a later run may continue it if it is cut.
+	Resume Resume
+}
+
+// Download stages one file as Write does (or WriteWant, with d.Want), and
+// makes downloads resumable:
+//
+//   - With d.Resume.Offset > 0, Body continues the partial file that
+//     Partial just returned with that offset: its first Offset bytes are
+//     kept, their hash (computed again by Partial) goes on, and the whole
+//     file must pass every check of Write and WriteWant. Anything else
+//     after the offset is dropped.
+//   - When reading Body fails (a cut connection, a stall, a cancelled
+//     context), and d.Resume.Validator is set and some bytes arrived, the
+//     bytes written so far are fsynced and recorded as a partial download
+//     (see Partial) before the read error is returned. Every other failure
+//     (no space, too large, a mismatch, a write error) removes the file as
+//     Write does.
+func (st *Stage) Download(path string, d Download) (File, error) {
+	if w := d.Want; w != nil {
+		if w.Size > d.Max {
+			return File{}, fmt.Errorf("%s: %w (the manifest says %d bytes, limit %d)", path, ErrTooLarge, w.Size, d.Max)
+		}
+		if d.Size >= 0 && d.Size != w.Size {
+			return File{}, fmt.Errorf("%s: %w: %d bytes announced, the manifest says %d", path, ErrMismatch, d.Size, w.Size)
+		}
+		return st.write(path, d.Body, -1, w.Size, w, d.Resume)
 	}
-	if announced >= 0 && announced != w.Size {
-		return File{}, fmt.Errorf("%s: %w: %d bytes announced, the manifest says %d", path, ErrMismatch, announced, w.Size)
-	}
-	return st.write(path, r, -1, w.Size, &w)
+	return st.write(path, d.Body, d.Size, d.Max, nil, d.Resume)
 }
 
 // HaveWant returns the staged file at path if an earlier run completed it
@@ -195,7 +260,7 @@ func (st *Stage) HaveWant(path string, w Want) (File, bool) {
 // came with: Install keeps the highest one in the state (replay protection).
 func (st *Stage) SetSequence(n uint64) { st.sequence = n }
 
-func (st *Stage) write(path string, r io.Reader, want, max int64, w *Want) (File, error) {
+func (st *Stage) write(path string, r io.Reader, want, max int64, w *Want, rs Resume) (File, error) {
 	if err := wire.CheckPath(path); err != nil {
 		return File{}, err
 	}
@@ -205,11 +270,23 @@ func (st *Stage) write(path string, r io.Reader, want, max int64, w *Want) (File
 	if want > max {
 		return File{}, fmt.Errorf("%s: %w (%d bytes announced, limit %d)", path, ErrTooLarge, want, max)
 	}
+	var h hash.Hash
+	if rs.Offset > 0 {
+		p := st.partials[path]
+		if p == nil || p.offset != rs.Offset || p.h == nil {
+			return File{}, fmt.Errorf("%s: %w at byte %d", path, errNoPartial, rs.Offset)
+		}
+		if rs.Offset > max {
+			return File{}, fmt.Errorf("%s: %w (over %d bytes)", path, ErrTooLarge, max)
+		}
+		h = p.h
+	}
+	// The space still needed: a partial file already holds its bytes.
 	need := want
 	if w != nil {
 		need = w.Size
 	}
-	if need > 0 {
+	if need -= rs.Offset; need > 0 {
 		if err := st.s.CheckFree(need); err != nil {
 			return File{}, err
 		}
@@ -219,7 +296,12 @@ func (st *Stage) write(path string, r io.Reader, want, max int64, w *Want) (File
 		return File{}, err
 	}
 	delete(st.files, path)
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	delete(st.partials, path)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if h != nil {
+		flags = os.O_WRONLY
+	}
+	f, err := os.OpenFile(dst, flags, 0o600)
 	if err != nil {
 		return File{}, err
 	}
@@ -228,15 +310,30 @@ func (st *Stage) write(path string, r io.Reader, want, max int64, w *Want) (File
 		os.Remove(dst)
 		return File{}, err
 	}
-	h := sha256.New()
 	crashPoint("write staged " + path)
-	n, err := copyHashing(&spaceGuard{s: st.s, w: f}, h, io.LimitReader(r, max+1))
+	if h == nil {
+		h = sha256.New()
+	} else {
+		// Bytes past the recorded offset were never fsynced: they go.
+		if err := f.Truncate(rs.Offset); err != nil {
+			return fail(err)
+		}
+		if _, err := f.Seek(rs.Offset, io.SeekStart); err != nil {
+			return fail(err)
+		}
+	}
+	body := &readErr{r: io.LimitReader(r, max+1-rs.Offset)}
+	m, err := copyHashing(&spaceGuard{s: st.s, w: f}, h, body)
+	n := rs.Offset + m
 	sum := hex.EncodeToString(h.Sum(nil))
 	switch {
 	case errors.Is(err, ErrNoSpace):
 		return fail(fmt.Errorf("%s: %w", dst, err))
 	case errors.Is(err, unix.ENOSPC):
 		return fail(fmt.Errorf("%s: %w: the disk filled up after %d bytes", dst, ErrNoSpace, n))
+	case err != nil && body.err != nil && n <= max:
+		// The body was cut; every byte read was written and hashed.
+		return st.keep(f, dst, &partial{path: path, offset: n, prefix: sum, validator: rs.Validator}, err)
 	case err != nil:
 		return fail(err)
 	case w != nil && n != w.Size:
@@ -294,6 +391,7 @@ func (st *Stage) record(file File, dst string) error {
 		return err
 	}
 	st.files[file.Path] = file
+	delete(st.partials, file.Path)
 	return nil
 }
 
