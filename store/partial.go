@@ -61,7 +61,7 @@ var errNotKept = errors.New("nothing to resume")
 type partial struct {
 	path      string
 	offset    int64
-	prefix    string    // SHA-256 (hex) of the first offset bytes
+	prefix    string // SHA-256 (hex) of the first offset bytes
 	validator string
 	h         hash.Hash // the prefix's hash state once Partial checked it
 }
