@@ -47,6 +47,26 @@ var appFlagNames = map[string]bool{
 	"health-grace": true, "on-failure": true, "max-boot-attempts": true,
 }
 
+// The app flags that matter to check (reaching the server and the unit)
+// and to the commands that only act on the disk and the unit (status,
+// recover, commit, rollback, retry); their help shows only these, and
+// every app flag is accepted all the same.
+var (
+	checkAppFlags = []string{"name", "host", "project", "no-version-prefix", "app-dir", "state-dir", "unit", "systemd-bus",
+		"timeout", "user", "password-file", "ca-file", "allow-insecure-auth"}
+	localAppFlags = []string{"name", "host", "project", "app-dir", "state-dir", "install", "unit", "systemd-bus", "keep-releases"}
+)
+
+// flagArgs names the value of the flags whose usage does not, for help.
+var flagArgs = map[string]string{
+	"config": "FILE", "log-level": "LEVEL", "project": "NAME", "name": "NAME", "files": "LIST", "install": "MODE",
+	"reset": "MODE", "unit": "UNIT", "systemd-bus": "BUS", "hard-reset": "METHOD", "watchdog-device": "DEVICE",
+	"timeout": "DURATION", "user": "USER", "max-file-size": "SIZE", "min-rate": "SIZE", "min-rate-window": "DURATION",
+	"public-keys": "KEYS", "trial": "DURATION", "start-timeout": "DURATION", "health-command": "ARG", "health-url": "URL",
+	"health-timeout": "DURATION", "health-grace": "DURATION", "on-failure": "ACTION", "reboot-grace": "DURATION",
+	"log-format": "FORMAT",
+}
+
 // register adds the app flags to fs. There is no --password: a command line
 // is visible to every user of the board.
 func (f *appFlags) register(fs *flag.FlagSet) {

@@ -139,7 +139,7 @@ func TestUpdateHardResetEndsOnSIGTERM(t *testing.T) {
 	}
 	g := &globals{stdout: &strings.Builder{}, stderr: &strings.Builder{}, machine: m}
 	done := make(chan int, 1)
-	go func() { done <- g.exitCode(cmdUpdate(ctx, g, []string{"--config", cfg})) }()
+	go func() { done <- g.exitCode(g.dispatch(ctx, []string{"update", "--config", cfg})) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):

@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"flag"
 
 	"github.com/ota-agent/ota-agent/agent"
 )
 
-func init() {
-	commands["check"] = command{cmdCheck, "say whether an update is available (exit 100 if so); never downloads"}
+type checkOptions struct {
+	apps *appsCmd
 }
 
-func cmdCheck(ctx context.Context, g *globals, args []string) error {
-	a := newAppsCmd(g, "check", "Asks each app's server for its version; exits 100 when any app has an update. Never downloads, takes no lock.")
-	cfg, err := a.parse(g, args)
+func checkFlags(fs *flag.FlagSet) runFunc {
+	o := &checkOptions{apps: newAppsCmd(fs)}
+	return func(ctx context.Context, g *globals, args []string) error { return runCheck(ctx, g, o, args) }
+}
+
+func runCheck(ctx context.Context, g *globals, o *checkOptions, args []string) error {
+	a := o.apps
+	cfg, err := a.setup(g, args)
 	if err != nil {
 		return err
 	}

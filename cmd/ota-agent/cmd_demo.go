@@ -13,10 +13,6 @@ import (
 	"github.com/ota-agent/ota-agent/serve"
 )
 
-func init() {
-	commands["demo"] = command{cmdDemo, "show the whole idea on this machine: no root, server or config needed"}
-}
-
 // demoRelease is a release of the sample project: a tiny Python app whose
 // files say which version they belong to.
 func demoRelease(v string) map[string]string {
@@ -26,17 +22,20 @@ func demoRelease(v string) map[string]string {
 	}
 }
 
-// cmdDemo starts the embedded server on loopback with a sample project,
+// runDemo starts the embedded server on loopback with a sample project,
 // updates a temporary app dir through a first install, an up-to-date run, a
 // rollback by editing `version` and a broken release, then removes it all.
-func cmdDemo(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+func demoFlags(fs *flag.FlagSet) runFunc {
 	keep := fs.Bool("keep", false, "keep the temporary directory to look at")
 	level := fs.String("log-level", "warn", "agent log level: trace, debug, info, warn or error")
-	if err := parse(fs, g, args); err != nil {
-		return err
+	return func(ctx context.Context, g *globals, args []string) error { return runDemo(ctx, g, *keep, *level, args) }
+}
+
+func runDemo(ctx context.Context, g *globals, keep bool, level string, args []string) error {
+	if len(args) != 0 {
+		return usageErrorf("demo takes no arguments")
 	}
-	log, err := newLogger(g.stderr, *level)
+	log, err := newLogger(g.stderr, level)
 	if err != nil {
 		return err
 	}
@@ -44,7 +43,7 @@ func cmdDemo(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *keep {
+	if keep {
 		defer g.printf("Kept %s for you to look at.\n", tmp)
 	} else {
 		defer os.RemoveAll(tmp)
@@ -153,7 +152,7 @@ func cmdDemo(ctx context.Context, g *globals, args []string) error {
 	g.printf("   All or nothing: the app is unchanged and still runs %s; the next run retries.\n\n", st.Version)
 	g.printf("Done. On a board: put the app in /etc/ota-agent/config.toml and run `ota-agent update` at boot\n")
 	g.printf("and `ota-agent run` as a service (see the README).\n")
-	if !*keep {
+	if !keep {
 		g.printf("Removed %s.\n", tmp)
 	}
 	return nil

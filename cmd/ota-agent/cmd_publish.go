@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,51 +10,40 @@ import (
 	"github.com/ota-agent/ota-agent/publish"
 )
 
-func init() {
-	commands["publish"] = command{cmdPublish, "write a build directory as a release: files, manifest, signature, version last"}
-}
-
-const publishUsage = `usage: ota-agent publish SRC_DIR --root DIR --project P --version V [flags]
-
-Write the files of SRC_DIR as release V of project P under DIR, in the layout
+const publishAbout = `Write the files of SRC_DIR as release V of project P under DIR, in the layout
 ota-agent and micropython-ota read (DIR/P/V_<file>, or DIR/P/V/<file> with
 --no-version-prefix), then the release's manifest (V_manifest.json) with the
 next sequence, then its minisign signature with --sign-key, then, with
 --current, DIR/P/version, last and atomically. Serve DIR with any web server.
 
 An encrypted secret key's password is read from --password-file, else from
-$OTA_AGENT_SIGN_PASSWORD, else asked on the terminal.
+$OTA_AGENT_SIGN_PASSWORD, else asked on the terminal.`
 
-flags:
-`
+type publishOptions struct {
+	o               publish.Options
+	noPrefix        *bool
+	keyFile, pwFile *string
+}
 
-// cmdPublish runs `ota-agent publish`.
-func cmdPublish(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fs.SetOutput(g.stderr)
-	var o publish.Options
+func publishFlags(fs *flag.FlagSet) runFunc {
+	p := &publishOptions{}
+	o := &p.o
 	fs.StringVar(&o.Root, "root", "", "the server's root `dir`")
 	fs.StringVar(&o.Project, "project", "", "the project's directory on the server")
 	fs.StringVar(&o.Version, "version", "", "the release's version `tag`")
-	noPrefix := fs.Bool("no-version-prefix", false, "write <version>/<file>, not <version>_<file>")
-	keyFile := fs.String("sign-key", "", "minisign secret key `file` to sign the manifest with (minisign -G or ota-agent keygen)")
-	pwFile := fs.String("password-file", "", "read the secret key's password from `file`")
+	p.noPrefix = fs.Bool("no-version-prefix", false, "write <version>/<file>, not <version>_<file>")
+	p.keyFile = fs.String("sign-key", "", "minisign secret key `file` to sign the manifest with (minisign -G or ota-agent keygen)")
+	p.pwFile = fs.String("password-file", "", "read the secret key's password from `file`")
 	fs.BoolVar(&o.Current, "current", false, "write version last, so devices install this release")
 	fs.Uint64Var(&o.Sequence, "sequence", 0, "the manifest's sequence (default: one more than the project's highest)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), publishUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return usageErrorf("publish: %v", err)
-	}
+	return func(ctx context.Context, g *globals, args []string) error { return runPublish(ctx, g, p, args) }
+}
+
+// runPublish runs `ota-agent publish`.
+func runPublish(ctx context.Context, g *globals, p *publishOptions, pos []string) error {
+	o, noPrefix, keyFile, pwFile := p.o, p.noPrefix, p.keyFile, p.pwFile
 	if len(pos) != 1 || o.Root == "" || o.Project == "" || o.Version == "" {
-		fs.Usage()
-		return usageErrorf("publish: want SRC_DIR, --root, --project and --version")
+		return usageErrorf("publish: want SRC_DIR, --root, --project and --version; run 'ota-agent publish --help'")
 	}
 	o.Src, o.Prefix = pos[0], !*noPrefix
 	if *keyFile != "" {

@@ -2,19 +2,25 @@ package main
 
 import (
 	"context"
+	"flag"
 
 	"github.com/ota-agent/ota-agent/agent"
 )
 
-func init() {
-	commands["recover"] = command{cmdRecover, "finish or undo a switch a crash interrupted (no network; run early at boot)"}
+type recoverOptions struct {
+	apps *appsCmd
+	wait waitFlag
 }
 
-func cmdRecover(ctx context.Context, g *globals, args []string) error {
-	a := newAppsCmd(g, "recover", "Finishes or undoes a switch that a crash or power cut interrupted. Needs no network; run early at boot.")
-	var wait waitFlag
-	a.fs.Var(&wait, "wait", "wait for the app's lock (--wait, or --wait=DURATION) instead of failing")
-	cfg, err := a.parse(g, args)
+func recoverFlags(fs *flag.FlagSet) runFunc {
+	o := &recoverOptions{apps: newAppsCmd(fs)}
+	fs.Var(&o.wait, "wait", "wait for the app's lock (--wait, or --wait DURATION) instead of failing")
+	return func(ctx context.Context, g *globals, args []string) error { return runRecover(ctx, g, o, args) }
+}
+
+func runRecover(ctx context.Context, g *globals, o *recoverOptions, args []string) error {
+	a, wait := o.apps, o.wait
+	cfg, err := a.setup(g, args)
 	if err != nil {
 		return err
 	}

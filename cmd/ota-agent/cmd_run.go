@@ -2,24 +2,32 @@ package main
 
 import (
 	"context"
+	"flag"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/ota-agent/ota-agent/agent"
 )
 
-func init() {
-	commands["run"] = command{cmdRun, "the daemon: check every app at intervals and update it (systemd Type=notify)"}
+type runOptions struct {
+	apps     *appsCmd
+	interval time.Duration
 }
 
-// cmdRun runs the daemon (agent.Daemon) until SIGTERM. SIGHUP reloads the
+func runFlags(fs *flag.FlagSet) runFunc {
+	o := &runOptions{apps: newAppsCmd(fs)}
+	fs.DurationVar(&o.interval, "interval", 0, "check interval, at least 1s (default: the config's interval, else 15m)")
+	return func(ctx context.Context, g *globals, args []string) error { return runRun(ctx, g, o, args) }
+}
+
+// runRun runs the daemon (agent.Daemon) until SIGTERM. SIGHUP reloads the
 // configuration; a bad new one is reported and the old one kept.
-func cmdRun(ctx context.Context, g *globals, args []string) error {
-	a := newAppsCmd(g, "run", "The daemon: checks every app at intervals and updates it. SIGHUP rereads the configuration.")
-	interval := a.fs.Duration("interval", 0, "check interval (default: the config's interval, else 15m)")
+func runRun(ctx context.Context, g *globals, o *runOptions, args []string) error {
+	a, interval := o.apps, &o.interval
 	fleet := func(cfg *Config, err error) (agent.Fleet, error) {
 		if err == nil && flagGiven(a.fs, "interval") {
 			if err = agent.CheckInterval(*interval); err != nil {
@@ -42,7 +50,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) error {
 		}
 		return f, nil
 	}
-	f, err := fleet(a.parse(g, args))
+	f, err := fleet(a.setup(g, args))
 	if err != nil {
 		return err
 	}

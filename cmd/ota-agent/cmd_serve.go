@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -22,42 +21,33 @@ import (
 // a signal before it closes their connections.
 const shutdownGrace = 5 * time.Second
 
-const serveUsage = `usage: ota-agent serve DIR [flags]
-
-Serve the release directory DIR (DIR/<project>/version, DIR/<project>/<v>_<file>
+const serveAbout = `Serve the release directory DIR (DIR/<project>/version, DIR/<project>/<v>_<file>
 or DIR/<project>/<v>/<file>) over HTTP, or HTTPS with --tls-cert and --tls-key.
 Files only, GET and HEAD; nothing outside DIR, and only paths the layout can
 name: a release's dot files (<v>/lib/.env) are served, the tree's own (.git,
-<project>/.htpasswd) are not. Runs until interrupted.
+<project>/.htpasswd) are not. Runs until interrupted.`
 
-flags:
-`
+type serveOptions struct {
+	addr, user, passwordFile, certFile, keyFile, level *string
+}
 
-// cmdServe runs `ota-agent serve`: a static server for a release tree, for
+func serveFlags(fs *flag.FlagSet) runFunc {
+	var o serveOptions
+	o.addr = fs.String("addr", "127.0.0.1:8080", "listen on `host:port`")
+	o.user = fs.String("user", "", "require HTTP Basic auth with this `name`")
+	o.passwordFile = fs.String("password-file", "", "read the Basic auth password from `file` (trailing whitespace ignored, as for the agent)")
+	o.certFile = fs.String("tls-cert", "", "serve HTTPS with this PEM certificate `file` (chain included)")
+	o.keyFile = fs.String("tls-key", "", "PEM private key `file` for --tls-cert")
+	o.level = fs.String("log-level", "info", "`LEVEL` of messages shown: trace, debug (one line per request), info, warn or error")
+	return func(ctx context.Context, g *globals, args []string) error { return runServe(ctx, g, o, args) }
+}
+
+// runServe runs `ota-agent serve`: a static server for a release tree, for
 // trying the agent out and for small fleets.
-func cmdServe(ctx context.Context, g *globals, args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(g.stderr)
-	addr := fs.String("addr", "127.0.0.1:8080", "listen on `host:port`")
-	user := fs.String("user", "", "require HTTP Basic auth with this `name`")
-	passwordFile := fs.String("password-file", "", "read the Basic auth password from `file` (trailing whitespace ignored, as for the agent)")
-	certFile := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate `file` (chain included)")
-	keyFile := fs.String("tls-key", "", "PEM private key `file` for --tls-cert")
-	level := fs.String("log-level", "info", "`level` of messages shown: trace, debug (one line per request), info, warn or error")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), serveUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return usageErrorf("serve: %v", err)
-	}
+func runServe(ctx context.Context, g *globals, o serveOptions, pos []string) error {
+	addr, user, passwordFile, certFile, keyFile, level := o.addr, o.user, o.passwordFile, o.certFile, o.keyFile, o.level
 	if len(pos) != 1 {
-		fs.Usage()
-		return usageErrorf("serve: want one directory, got %d arguments", len(pos))
+		return usageErrorf("serve: want one directory, got %d arguments; run 'ota-agent serve --help'", len(pos))
 	}
 	dir := pos[0]
 	if (*user == "") != (*passwordFile == "") {
@@ -127,28 +117,6 @@ func cmdServe(ctx context.Context, g *globals, args []string) error {
 	}
 	<-errc // http.ErrServerClosed
 	return nil
-}
-
-// parseInterspersed parses flags before and after positional arguments
-// (`serve DIR --addr X`), which flag.Parse alone stops at. Everything after
-// "--" is positional.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		// fs.Parse consumed a "--" if that is what stopped it.
-		if i := len(args) - len(rest); i > 0 && args[i-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 // logWriter turns net/http's own messages (TLS handshake failures, accept

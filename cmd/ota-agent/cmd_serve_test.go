@@ -65,7 +65,7 @@ func TestServeUsage(t *testing.T) {
 		var stderr bytes.Buffer
 		g := &globals{stdout: io.Discard, stderr: &stderr}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		code := g.exitCode(cmdServe(ctx, g, tt.args))
+		code := g.exitCode(g.dispatch(ctx, append([]string{"serve"}, tt.args...)))
 		cancel()
 		if code != tt.code {
 			t.Errorf("serve %q = %d, want %d\n%s", tt.args, code, tt.code, stderr.String())
@@ -96,7 +96,7 @@ func TestServeRuns(t *testing.T) {
 			g := &globals{stdout: io.Discard, stderr: &stderr}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			go func() { done <- cmdServe(ctx, g, tc.args) }()
+			go func() { done <- g.dispatch(ctx, append([]string{"serve"}, tc.args...)) }()
 			re := regexp.MustCompile(`serving (\S+) on (https?://\S+)\n`)
 			var base string
 			for deadline := time.Now().Add(5 * time.Second); base == ""; {

@@ -3,20 +3,27 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"strings"
 
 	"github.com/ota-agent/ota-agent/agent"
 )
 
-func init() {
-	commands["status"] = command{cmdStatus, "show what is installed, the last check and the releases kept (--json)"}
+type statusOptions struct {
+	apps   *appsCmd
+	asJSON bool
 }
 
-func cmdStatus(ctx context.Context, g *globals, args []string) (err error) {
-	a := newAppsCmd(g, "status", "Shows each app's installed version, its last check since boot, the releases kept, and an interrupted switch.")
-	asJSON := a.fs.Bool("json", false, "print JSON (shape in the README)")
-	cfg, err := a.parse(g, args)
+func statusFlags(fs *flag.FlagSet) runFunc {
+	o := &statusOptions{apps: newAppsCmd(fs)}
+	fs.BoolVar(&o.asJSON, "json", false, "print JSON (shape in the README)")
+	return func(ctx context.Context, g *globals, args []string) error { return runStatus(ctx, g, o, args) }
+}
+
+func runStatus(ctx context.Context, g *globals, o *statusOptions, args []string) (err error) {
+	asJSON := &o.asJSON
+	cfg, err := o.apps.setup(g, args)
 	if err != nil {
 		return err
 	}

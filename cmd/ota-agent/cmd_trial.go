@@ -2,20 +2,19 @@ package main
 
 import (
 	"context"
+	"flag"
 	"strings"
 
 	"github.com/ota-agent/ota-agent/agent"
 )
 
-func init() {
-	commands["commit"] = command{cmdCommit, "end the trial of each app's new release as healthy, by hand"}
-	commands["rollback"] = command{cmdRollback, "switch an app back to a kept release (--to VERSION; default the previous one)"}
-	commands["retry"] = command{cmdRetry, "clear an app's bad versions, so they are installed again"}
+func commitFlags(fs *flag.FlagSet) runFunc {
+	a := newAppsCmd(fs)
+	return func(ctx context.Context, g *globals, args []string) error { return runCommit(ctx, g, a, args) }
 }
 
-func cmdCommit(ctx context.Context, g *globals, args []string) error {
-	a := newAppsCmd(g, "commit", "Ends the trial of each app's new release as healthy.")
-	cfg, err := a.parse(g, args)
+func runCommit(ctx context.Context, g *globals, a *appsCmd, args []string) error {
+	cfg, err := a.setup(g, args)
 	if err != nil {
 		return err
 	}
@@ -33,10 +32,20 @@ func cmdCommit(ctx context.Context, g *globals, args []string) error {
 	})
 }
 
-func cmdRollback(ctx context.Context, g *globals, args []string) error {
-	a := newAppsCmd(g, "rollback", "Switches each app back to a kept release, stopping and starting its unit; the release it leaves is marked bad until `ota-agent retry`.")
-	to := a.fs.String("to", "", "the kept `VERSION` to go back to (default: the release before the installed one)")
-	cfg, err := a.parse(g, args)
+type rollbackOptions struct {
+	apps *appsCmd
+	to   string
+}
+
+func rollbackFlags(fs *flag.FlagSet) runFunc {
+	o := &rollbackOptions{apps: newAppsCmd(fs)}
+	fs.StringVar(&o.to, "to", "", "the kept `VERSION` to go back to (default: the release before the installed one)")
+	return func(ctx context.Context, g *globals, args []string) error { return runRollback(ctx, g, o, args) }
+}
+
+func runRollback(ctx context.Context, g *globals, o *rollbackOptions, args []string) error {
+	a, to := o.apps, &o.to
+	cfg, err := a.setup(g, args)
 	if err != nil {
 		return err
 	}
@@ -54,9 +63,13 @@ func cmdRollback(ctx context.Context, g *globals, args []string) error {
 	})
 }
 
-func cmdRetry(ctx context.Context, g *globals, args []string) error {
-	a := newAppsCmd(g, "retry", "Clears each app's bad versions: the next update installs them again if the server names them.")
-	cfg, err := a.parse(g, args)
+func retryFlags(fs *flag.FlagSet) runFunc {
+	a := newAppsCmd(fs)
+	return func(ctx context.Context, g *globals, args []string) error { return runRetry(ctx, g, a, args) }
+}
+
+func runRetry(ctx context.Context, g *globals, a *appsCmd, args []string) error {
+	cfg, err := a.setup(g, args)
 	if err != nil {
 		return err
 	}

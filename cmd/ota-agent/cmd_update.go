@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"time"
 
@@ -10,24 +11,30 @@ import (
 	"github.com/rs/zerolog"
 )
 
-func init() {
-	commands["update"] = command{cmdUpdate, "bring apps to the published version (check, download, switch, reset)"}
-}
-
 // errBootDeadline marks what boot_deadline cut short: exit 75, as for an
 // unreachable server, which the boot unit tolerates; the next run retries.
 var errBootDeadline = errors.New("boot_deadline passed")
 
-// cmdUpdate updates every app, one after another, then restarts the board
+type updateOptions struct {
+	apps *appsCmd
+	wait waitFlag
+	boot bool
+}
+
+func updateFlags(fs *flag.FlagSet) runFunc {
+	o := &updateOptions{apps: newAppsCmd(fs)}
+	fs.Var(&o.wait, "wait", "wait for another update of the same app to finish (--wait, or --wait DURATION) instead of failing")
+	fs.BoolVar(&o.boot, "boot", false, "at boot: give up after boot_deadline (exit 75) so an unreachable server never holds the app back")
+	return func(ctx context.Context, g *globals, args []string) error { return runUpdate(ctx, g, o, args) }
+}
+
+// runUpdate updates every app, one after another, then restarts the board
 // once if any app with reset "hard" switched. With --boot the apps get
 // boot_deadline in all; the hard reset does not: only SIGTERM or SIGINT
 // (ctx) tells it that the reboot is under way.
-func cmdUpdate(ctx context.Context, g *globals, args []string) error {
-	a := newAppsCmd(g, "update", "Brings each app (all by default) to the version its server publishes.")
-	var wait waitFlag
-	a.fs.Var(&wait, "wait", "wait for another update of the same app to finish (--wait, or --wait=DURATION) instead of failing")
-	boot := a.fs.Bool("boot", false, "at boot: give up after boot_deadline (exit 75) so an unreachable server never holds the app back")
-	cfg, err := a.parse(g, args)
+func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string) error {
+	a, wait, boot := o.apps, o.wait, &o.boot
+	cfg, err := a.setup(g, args)
 	if err != nil {
 		return err
 	}

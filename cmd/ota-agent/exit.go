@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sort"
 
 	"github.com/ota-agent/ota-agent/agent"
 	"github.com/ota-agent/ota-agent/reset"
@@ -92,15 +91,6 @@ func (g *globals) exitCode(err error) int {
 		fmt.Fprintf(g.stderr, "ota-agent: %v\n", err)
 	}
 	return code
-}
-
-func sortedCommands() []string {
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func (g *globals) printf(format string, a ...any) { fmt.Fprintf(g.stdout, format, a...) }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"time"
@@ -34,29 +33,22 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 // appsCmd is the setup shared by the commands that act on apps: the
 // common flags, the logger, and the apps from flags or the config file.
 type appsCmd struct {
-	fs  *flag.FlagSet
-	c   commonFlags
-	log zerolog.Logger
+	fs    *flag.FlagSet
+	c     commonFlags
+	names []string // the apps named on the command line
+	log   zerolog.Logger
 }
 
-// newAppsCmd makes the flag set of command name; the command adds its own
-// flags to a.fs before calling parse.
-func newAppsCmd(g *globals, name, about string) *appsCmd {
-	a := &appsCmd{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
-	a.fs.Usage = func() {
-		g.printf("usage: ota-agent %s [flags] [APP...]\n\n%s\n\nflags:\n", name, about)
-		a.fs.SetOutput(g.stdout)
-		a.fs.PrintDefaults()
-	}
-	a.c.register(a.fs)
+// newAppsCmd adds the common flags to fs; the command adds its own.
+func newAppsCmd(fs *flag.FlagSet) *appsCmd {
+	a := &appsCmd{fs: fs}
+	a.c.register(fs)
 	return a
 }
 
-// parse parses args, sets up logging and loads the apps.
-func (a *appsCmd) parse(g *globals, args []string) (*Config, error) {
-	if err := parse(a.fs, g, args); err != nil {
-		return nil, err
-	}
+// setup sets up logging and loads the apps named (all when none is).
+func (a *appsCmd) setup(g *globals, names []string) (*Config, error) {
+	a.names = names
 	var err error
 	if a.log, err = newLogger(g.stderr, a.c.logLevel); err != nil {
 		return nil, err
@@ -80,26 +72,20 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 }
 
 // load (re)reads the apps, as the command line named them.
-func (a *appsCmd) load() (*Config, error) { return loadApps(&a.c, a.fs.Args()) }
-
-// parse parses args; -h prints the flags and returns errHelp.
-func parse(fs *flag.FlagSet, g *globals, args []string) error {
-	fs.SetOutput(g.stderr)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		return errHelp
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return nil
-}
+func (a *appsCmd) load() (*Config, error) { return loadApps(&a.c, a.names) }
 
 // waitFlag is --wait (wait as long as it takes) or --wait=DURATION.
 type waitFlag struct{ d time.Duration }
 
 func (w *waitFlag) IsBoolFlag() bool { return true }
-func (w *waitFlag) String() string   { return w.d.String() }
+func (w *waitFlag) argName() string  { return "DURATION" }
+
+// accepts takes a duration after --wait as its value ("--wait 30s").
+func (w *waitFlag) accepts(arg string) bool {
+	d, err := time.ParseDuration(arg)
+	return err == nil && d >= 0
+}
+func (w *waitFlag) String() string { return w.d.String() }
 func (w *waitFlag) Set(s string) error {
 	switch s {
 	case "true":

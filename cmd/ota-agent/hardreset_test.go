@@ -69,7 +69,7 @@ func runCLIOn(t *testing.T, m reset.Machine, args ...string) (int, string, strin
 	t.Helper()
 	var out, errb bytes.Buffer
 	g := &globals{stdout: &out, stderr: &errb, machine: m}
-	code := g.exitCode(commands[args[0]].run(context.Background(), g, args[1:]))
+	code := g.exitCode(g.dispatch(context.Background(), args))
 	return code, out.String(), errb.String()
 }
 

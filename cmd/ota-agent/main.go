@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -15,23 +14,55 @@ import (
 // Version is set at build time with -ldflags "-X main.Version=...".
 var Version = "dev"
 
-// A command runs one subcommand. args exclude the subcommand's name.
-type command struct {
-	run   func(ctx context.Context, g *globals, args []string) error
-	usage string
+// commandTable lists every command, in the order help shows them. Each
+// line's text is the one help text: it feeds --help, the man page and the
+// completions (cli.go). setup adds the command's flags and returns its run.
+func commandTable() []command {
+	return []command{
+		{name: "update", args: "[APP...]", setup: updateFlags, exits: appExits,
+			summary: "bring apps to the published version (check, download, switch, reset)",
+			about:   "Brings each app (all by default) to the version its server publishes: check, download into staging while the app runs, stop its unit, switch, start it, judge its trial. With --force, an app already at that version is installed again from the server, repairing what `verify` reports."},
+		{name: "check", args: "[APP...]", setup: checkFlags, appFlags: checkAppFlags, exits: checkExits,
+			summary: "say whether an update is available (exit 100 if so); never downloads",
+			about:   "Asks each app's server for its version; exits 100 when any app has an update. Never downloads, takes no lock. First checks that each app's unit exists and its bus answers (exit 2 if not)."},
+		{name: "run", args: "[APP...]", setup: runFlags, exits: appExits,
+			summary: "the daemon: check every app at intervals and update it (systemd Type=notify)",
+			about:   "The daemon: checks every app at intervals and updates it. At start it checks that each app's unit exists and its bus answers, logs what is wrong and keeps checking. SIGHUP rereads the configuration."},
+		{name: "recover", args: "[APP...]", setup: recoverFlags, appFlags: localAppFlags,
+			summary: "finish or undo a switch a crash interrupted (no network; run early at boot)",
+			about:   "Finishes or undoes a switch that a crash or power cut interrupted. Needs no network; run early at boot."},
+		{name: "status", args: "[APP...]", setup: statusFlags, appFlags: localAppFlags,
+			summary: "show what is installed, the last check and the releases kept (--json)",
+			about:   "Shows each app's installed version, its last check since boot, the releases kept, and an interrupted switch."},
+		{name: "commit", args: "[APP...]", setup: commitFlags, appFlags: localAppFlags,
+			summary: "end the trial of each app's new release as healthy, by hand",
+			about:   "Ends the trial of each app's new release as healthy."},
+		{name: "rollback", args: "[APP...]", setup: rollbackFlags, appFlags: localAppFlags,
+			summary: "switch an app back to a kept release (--to VERSION; default the previous one)",
+			about:   "Switches each app back to a kept release, stopping and starting its unit; the release it leaves is marked bad until `ota-agent retry`."},
+		{name: "retry", args: "[APP...]", setup: retryFlags, appFlags: localAppFlags,
+			summary: "clear an app's bad versions, so they are installed again",
+			about:   "Clears each app's bad versions: the next update installs them again if the server names them."},
+		{name: "serve", args: "DIR", setup: serveFlags,
+			summary: "serve a release directory over HTTP(S)",
+			about:   serveAbout},
+		{name: "publish", args: "SRC_DIR", setup: publishFlags,
+			summary: "write a build directory as a release: files, manifest, signature, version last",
+			about:   publishAbout},
+		{name: "keygen", setup: keygenFlags,
+			summary: "make a minisign key pair for publish --sign-key and public_keys",
+			about:   keygenAbout},
+		{name: "demo", setup: demoFlags,
+			summary: "show the whole idea on this machine: no root, server or config needed",
+			about:   "Starts a web server on loopback with a sample project, updates a temporary app directory through a first install, an up-to-date run, a rollback by editing version and a broken release, then removes it all."},
+		{name: "version", setup: versionFlags,
+			summary: "print the agent's version (also: ota-agent --version)",
+			about:   "Prints the agent's version."},
+		{name: "help", args: "[COMMAND]", setup: helpFlags,
+			summary: "show a command's help; --man prints the man page, --completion bash|zsh a completion script",
+			about:   "Shows the commands, or COMMAND's flags and exit codes. --man writes the man page ota-agent(8) and --completion bash or zsh a completion script, all from this same help text."},
+	}
 }
-
-var commands = map[string]command{
-	"version": {cmdVersion, "print the agent's version"},
-	"serve":   {cmdServe, "serve a release directory over HTTP(S)"},
-}
-
-const usageHead = `usage: ota-agent COMMAND [flags] [APP...]
-
-ota-agent brings applications to the version a plain web server publishes.
-
-commands:
-`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -40,37 +71,10 @@ func main() {
 	os.Exit(code)
 }
 
-// run dispatches to a subcommand and maps its error to an exit code.
+// run dispatches to a command and maps its error to an exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		printUsage(stderr)
-		if len(args) == 0 {
-			return ExitUsage
-		}
-		return ExitOK
-	}
-	c, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "ota-agent: unknown command %q\n", args[0])
-		printUsage(stderr)
-		return ExitUsage
-	}
-	err := c.run(ctx, g, args[1:])
-	return g.exitCode(err)
-}
-
-func printUsage(w io.Writer) {
-	fmt.Fprint(w, usageHead)
-	for _, name := range sortedCommands() {
-		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].usage)
-	}
-	fmt.Fprint(w, "\nrun 'ota-agent COMMAND -h' for a command's flags.\n")
-}
-
-func cmdVersion(ctx context.Context, g *globals, args []string) error {
-	fmt.Fprintf(g.stdout, "ota-agent %s\n", Version)
-	return nil
+	return g.exitCode(g.dispatch(ctx, args))
 }
 
 var errHelp = errors.New("help shown")
