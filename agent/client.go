@@ -103,7 +103,11 @@ func newClient(app *App, userAgent string) (*client, error) {
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   2,
 		TLSClientConfig:       tlsConf,
-		ForceAttemptHTTP2:     true,
+		// HTTP/1.1 only (ForceAttemptHTTP2 unset, a TLS config of our
+		// own): one request at a time to one server gains nothing from
+		// HTTP/2, and release builds leave net/http's HTTP/2 out
+		// (-tags nethttpomithttp2, about 0.5 MB), so every build speaks
+		// the same protocol.
 		// Files arrive as the server stores them: no transparent gzip,
 		// whose bodies come without a length (see ErrEncoded).
 		DisableCompression: true,
