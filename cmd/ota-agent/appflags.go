@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ota-agent/ota-agent/agent"
@@ -169,6 +170,29 @@ func (f *appFlags) config() appConfig {
 		c.MinRate = f.minRate
 	}
 	return c
+}
+
+// overlay sets the keys of c whose flags were given, as an [[app]] table
+// overridden by the command line. A flag's key is its name with "_" for
+// "-" (--no-version-prefix: use_version_prefix); --password-file replaces
+// a password too.
+func (f *appFlags) overlay(c *appConfig) {
+	from := reflect.ValueOf(f.config())
+	to := reflect.ValueOf(c).Elem()
+	for name := range f.set() {
+		key := strings.ReplaceAll(name, "-", "_")
+		switch name {
+		case "no-version-prefix":
+			key = "use_version_prefix"
+		case "password-file":
+			c.Password = ""
+		}
+		for i := range to.NumField() {
+			if to.Type().Field(i).Tag.Get("toml") == key {
+				to.Field(i).Set(from.Field(i))
+			}
+		}
+	}
 }
 
 // app builds and validates the app the flags describe, with the builder a

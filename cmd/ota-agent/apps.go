@@ -9,12 +9,14 @@ import (
 )
 
 // loadApps returns the configuration with the apps to act on: from flags
-// alone when any app flag was given (the single-app case), else from the
-// config file, narrowed to the names given as arguments. --runtime-dir
-// overrides the file's runtime_dir.
+// alone when --host or --project is given without --config (the
+// single-app case), else from the config file, narrowed to the names given
+// as arguments, each app flag given overriding its key in every app.
+// --runtime-dir overrides the file's runtime_dir.
 func loadApps(c *commonFlags, names []string) (*Config, error) {
 	cfg := defaultConfig()
-	if c.app.any() {
+	given := c.app.set()
+	if (given["host"] || given["project"]) && !flagGiven(c.app.fs, "config") {
 		if len(names) > 0 {
 			return nil, usageErrorf("app names (%v) and app flags exclude each other", names)
 		}
@@ -25,7 +27,7 @@ func loadApps(c *commonFlags, names []string) (*Config, error) {
 		cfg.Apps = []agent.App{a}
 	} else {
 		var err error
-		if cfg, err = loadConfig(c.config); err != nil {
+		if cfg, err = loadConfigWith(c.config, c.app.overlay); err != nil {
 			return nil, err
 		}
 		if cfg.Apps, err = selectApps(cfg, names); err != nil {

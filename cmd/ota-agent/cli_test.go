@@ -3,8 +3,10 @@ package main
 import (
 	"flag"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +163,53 @@ func appConfigFile(t *testing.T, dir, host string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Every app flag overrides a key of [[app]]: its name with "_" for "-".
+func TestEveryAppFlagHasAKey(t *testing.T) {
+	for name := range appFlagNames {
+		key := strings.ReplaceAll(name, "-", "_")
+		if name == "no-version-prefix" {
+			key = "use_version_prefix"
+		}
+		if !slices.Contains(appKeys, key) {
+			t.Errorf("--%s: no app key %q to override", name, key)
+		}
+	}
+}
+
+// With a config file, an app flag overrides its key in the configured
+// apps; --host or --project without --config is one app from flags alone.
+func TestFlagsOverrideConfig(t *testing.T) {
+	dir := t.TempDir()
+	srv := cliServer(t, "v1", nil)
+	// The file names a server that is not there; --host overrides it.
+	cfg := appConfigFile(t, dir, "http://127.0.0.1:1")
+	other := filepath.Join(dir, "other-state")
+	run := []string{"--config", cfg, "--runtime-dir", filepath.Join(dir, "run")}
+	if code, _, stderr := runCLI(t, append([]string{"update", "--host", srv.URL, "--state-dir", other}, run...)...); code != ExitOK {
+		t.Fatalf("update --config --host --state-dir = %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(other, "p", "state.json")); err != nil {
+		t.Errorf("--state-dir over the config's state_dir: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "p", "state.json")); err == nil {
+		t.Errorf("the config's state_dir was used despite --state-dir")
+	}
+	code, out, _ := runCLI(t, append([]string{"status", "p", "--state-dir", other}, run...)...)
+	if code != ExitOK || !strings.Contains(out, "p: v1, installed") {
+		t.Errorf("status --state-dir = %d, %q; want v1 installed", code, out)
+	}
+	// Without --host the file's unreachable server is used: exit 75.
+	if code, _, _ := runCLI(t, append([]string{"check", "--state-dir", other}, run...)...); code != ExitTempFail {
+		t.Errorf("check with the file's host = %d, want 75", code)
+	}
+	// A flag's bad value is refused, naming the key.
+	if code, _, stderr := runCLI(t, append([]string{"check", "--timeout", "soon"}, run...)...); code != ExitUsage || !strings.Contains(stderr, "timeout") {
+		t.Errorf("check --timeout soon = %d, %q; want 2 naming timeout", code, stderr)
+	}
+	// --host without --config: one app from flags, no file read.
+	if code, _, stderr := runCLI(t, append([]string{"check"}, appArgs(srv.URL, dir)...)...); code != ExitUpdateAvail {
+		t.Errorf("check from flags = %d, want 100 (nothing installed in %s): %s", code, dir, stderr)
+	}
 }

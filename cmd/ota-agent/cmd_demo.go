@@ -28,7 +28,9 @@ func demoRelease(v string) map[string]string {
 func demoFlags(fs *flag.FlagSet) runFunc {
 	keep := fs.Bool("keep", false, "keep the temporary directory to look at")
 	level := fs.String("log-level", "warn", "agent log level: trace, debug, info, warn or error")
-	return func(ctx context.Context, g *globals, args []string) error { return runDemo(ctx, g, *keep, *level, args) }
+	return func(ctx context.Context, g *globals, args []string) error {
+		return runDemo(ctx, g, *keep, *level, args)
+	}
 }
 
 func runDemo(ctx context.Context, g *globals, keep bool, level string, args []string) error {

@@ -66,7 +66,11 @@ func defaultConfig() *Config {
 // error is a *agent.ConfigError naming the app, key and line where known.
 // Relative password_file and ca_file paths are taken from the config file's
 // directory, as the daemon's working directory is not the operator's.
-func loadConfig(path string) (*Config, error) {
+func loadConfig(path string) (*Config, error) { return loadConfigWith(path, nil) }
+
+// loadConfigWith is loadConfig with override applied to each [[app]]
+// table before it is built: the app flags given with a config file.
+func loadConfigWith(path string, override func(*appConfig)) (*Config, error) {
 	data, mode, err := readConfigFile(path)
 	if err != nil {
 		msg := err.Error()
@@ -122,6 +126,9 @@ func loadConfig(path string) (*Config, error) {
 	for i := range fc.App {
 		if fc.App[i].PublicKeys == nil {
 			fc.App[i].PublicKeys = fc.PublicKeys
+		}
+		if override != nil {
+			override(&fc.App[i])
 		}
 		a, err := fc.App[i].app(cfg.StateRoot, dir)
 		if err != nil {
