@@ -377,12 +377,12 @@ func (a *Agent) download(ctx context.Context, stage *store.Stage, tag, file stri
 		return nil
 	}
 	url := a.layout.FileURL(tag, file)
-	resp, err := a.c.get(ctx, url, nil)
+	resp, d, err := a.fetchFile(ctx, stage, url, file)
 	if err != nil {
 		return err
 	}
 	defer resp.Close()
-	if _, err := stage.Write(file, resp, resp.ContentLength, a.app.MaxFileSize); err != nil {
+	if _, err := stage.Download(file, d); err != nil {
 		if errors.Is(err, store.ErrTruncated) {
 			err = fmt.Errorf("%w: %w", ErrUnreachable, err)
 		}

@@ -158,6 +158,20 @@ var errNotModified = errors.New("not modified")
 // conditionally and returns errNotModified on a 304. Any other status is a
 // *StatusError; a failure to reach the server wraps ErrUnreachable.
 func (c *client) get(ctx context.Context, url string, v *validators) (*response, error) {
+	return c.do(ctx, url, v, nil)
+}
+
+// byteRange asks for a file from byte from to its end, if the server's
+// file is still the one validator (a strong ETag or a date) names.
+type byteRange struct {
+	from      int64
+	validator string
+}
+
+// do is get, and with rng a Range request (RFC 9110 14.2): `Range:
+// bytes=<from>-` with `If-Range: <validator>`, which accepts a 206 as
+// well as a 200.
+func (c *client) do(ctx context.Context, url string, v *validators, rng *byteRange) (*response, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -184,6 +198,10 @@ func (c *client) get(ctx context.Context, url string, v *validators) (*response,
 	if v != nil && v.LastModified != "" {
 		req.Header.Set("If-Modified-Since", v.LastModified)
 	}
+	if rng != nil {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", rng.from))
+		req.Header.Set("If-Range", rng.validator)
+	}
 	if c.user != "" {
 		req.SetBasicAuth(c.user, c.password)
 	}
@@ -197,7 +215,7 @@ func (c *client) get(ctx context.Context, url string, v *validators) (*response,
 		}
 		return nil, classify(fmt.Errorf("GET %s: %w", url, err))
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK && (rng == nil || resp.StatusCode != http.StatusPartialContent) {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
 		resp.Body.Close()
 		cancel(nil)
@@ -222,6 +240,73 @@ func (c *client) get(ctx context.Context, url string, v *validators) (*response,
 		r.rate = newRateGuard(c.minRate, c.window, cancel)
 	}
 	return r, nil
+}
+
+// getFrom fetches url from byte from on, if the server's file is still the
+// one validator names (see byteRange), to continue a partial download. It
+// returns the response and the byte of the file its body starts at: from,
+// for a 206 whose Content-Range starts there and runs to the file's end;
+// 0 for a 200 (a server without Range support, or a changed file: the
+// whole file comes). A 416 or a 206 for other bytes is asked again
+// without Range. total is the whole file's length, -1 if unknown. Errors
+// are get's.
+func (c *client) getFrom(ctx context.Context, url string, from int64, validator string) (resp *response, start, total int64, err error) {
+	resp, err = c.do(ctx, url, nil, &byteRange{from: from, validator: validator})
+	var se *StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusRequestedRangeNotSatisfiable:
+	case err != nil:
+		return nil, 0, 0, err
+	case resp.StatusCode == http.StatusOK:
+		return resp, 0, resp.ContentLength, nil
+	default:
+		first, total, ok := contentRange(resp.Header.Get("Content-Range"), resp.ContentLength)
+		if ok && first == from {
+			return resp, from, total, nil
+		}
+		resp.Close()
+	}
+	resp, err = c.get(ctx, url, nil)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return resp, 0, resp.ContentLength, nil
+}
+
+// contentRange reads the Content-Range of a 206 answer to `Range:
+// bytes=N-`: it must be one range, "bytes first-last/complete" (complete
+// may be "*"), that runs to the file's end and has length bytes (-1:
+// unknown). total is complete, -1 for "*".
+func contentRange(h string, length int64) (first, total int64, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes ")
+	r, complete, found2 := strings.Cut(spec, "/")
+	a, b, found3 := strings.Cut(r, "-")
+	if !found || !found2 || !found3 {
+		return 0, 0, false
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || first < 0 || last < first || length >= 0 && length != last-first+1 {
+		return 0, 0, false
+	}
+	if complete == "*" {
+		return first, -1, true
+	}
+	total, err := strconv.ParseInt(complete, 10, 64)
+	if err != nil || total != last+1 {
+		return 0, 0, false
+	}
+	return first, total, true
+}
+
+// validator is what an If-Range may name to continue this response's file
+// later: its strong ETag, else its Last-Modified; "" if it has neither (a
+// weak ETag cannot be used: RFC 9110 13.1.5).
+func (r *response) validator() string {
+	if etag := r.Header.Get("ETag"); etag != "" && !strings.HasPrefix(etag, "W/") {
+		return etag
+	}
+	return r.Header.Get("Last-Modified")
 }
 
 // Read passes the body on and rearms the stall timer whenever bytes arrive.

@@ -157,6 +157,13 @@ func (a *Agent) stageRelease(ctx context.Context, stage *store.Stage, rel *relea
 		if _, ok := stage.HaveWant(f.Path, w); ok {
 			continue
 		}
+		// A partial download from a cut run is continued, not replaced.
+		if _, ok := stage.Partial(f.Path); ok {
+			if err := a.downloadWant(ctx, stage, rel.tag, f.Path, w); err != nil {
+				return err
+			}
+			continue
+		}
 		ok, err := stage.Reuse(f.Path, w)
 		if err != nil {
 			return err
@@ -178,12 +185,13 @@ func (a *Agent) stageRelease(ctx context.Context, stage *store.Stage, rel *relea
 // downloadWant downloads one file a manifest describes.
 func (a *Agent) downloadWant(ctx context.Context, stage *store.Stage, tag, file string, w store.Want) error {
 	url := a.layout.FileURL(tag, file)
-	resp, err := a.c.get(ctx, url, nil)
+	resp, d, err := a.fetchFile(ctx, stage, url, file)
 	if err != nil {
 		return err
 	}
 	defer resp.Close()
-	if _, err := stage.WriteWant(file, resp, resp.ContentLength, w, a.app.MaxFileSize); err != nil {
+	d.Want = &w
+	if _, err := stage.Download(file, d); err != nil {
 		if errors.Is(err, store.ErrTruncated) {
 			err = fmt.Errorf("%w: %w", ErrUnreachable, err)
 		}
