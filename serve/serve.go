@@ -53,7 +53,12 @@ const maxETags = 4096
 // same: same inode, size, mtime and ctime, and last changed a while before
 // it was hashed; a file replaced by one of the same size and mtime gets a
 // new tag), Last-Modified and Content-Length, and honour If-None-Match,
-// If-Modified-Since and Range.
+// If-Modified-Since and Range, so a cut download continues: `Range:
+// bytes=N-` (or any single range; several get multipart/byteranges) is a
+// 206 with its Content-Range, a range that starts past the end is a 416
+// with `Content-Range: bytes */<size>`, and If-Range (this ETag, or the
+// Last-Modified date) turns the 206 into a 200 with the whole file when
+// the file changed.
 //
 // dir is opened anew for each request, so replacing it (for example a
 // symlink switched to a new tree) takes effect at once and the handler holds
@@ -105,6 +110,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Int("status", rw.statusCode()).
 		Int64("bytes", rw.bytes).
 		Dur("took", time.Since(start))
+	if rg := r.Header.Get("Range"); rg != "" {
+		// A resumed download shows as what it asked for.
+		ev = ev.Str("range", rg).Str("if_range", r.Header.Get("If-Range"))
+	}
 	if err != nil {
 		ev = ev.AnErr("cause", err)
 	}
@@ -141,6 +150,12 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("ETag", etag)
+	if rg := r.Header.Get("Range"); rg != "" && !strings.HasPrefix(rg, "bytes=") {
+		// A range unit other than bytes is ignored (RFC 9110 14.2), where
+		// ServeContent would answer 416.
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
 	// ServeContent sets Last-Modified, Content-Length and Content-Type, and
 	// answers the conditional and Range headers.
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
