@@ -34,6 +34,12 @@ const (
 // "not-found"): usually a typo in the configuration.
 var ErrUnitNotFound = errors.New("unit not found")
 
+// ErrNoBus means the bus of the manager could not be reached: no system
+// D-Bus (systemd is not running, or not as PID 1), or no session bus for
+// BusUser (no user manager, or neither DBUS_SESSION_BUS_ADDRESS nor
+// $XDG_RUNTIME_DIR/bus). Nothing was asked of systemd.
+var ErrNoBus = errors.New("no D-Bus connection to systemd")
+
 // String returns the bus name used in errors; the zero value reads "system".
 func (b Bus) String() string {
 	if b == "" {

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,11 +18,27 @@ import (
 const pollInterval = 50 * time.Millisecond
 
 // connect opens a connection to the manager on bus. The caller closes it.
+// Every failure wraps ErrNoBus. Without a session bus address the user bus
+// is not tried: godbus would try to start one with dbus-launch, which is
+// no user manager either.
 func connect(ctx context.Context, bus Bus) (*sddbus.Conn, error) {
+	var conn *sddbus.Conn
+	var err error
 	if bus == BusUser {
-		return sddbus.NewUserConnectionContext(ctx)
+		if os.Getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
+			sock := filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "bus")
+			if _, serr := os.Stat(sock); os.Getenv("XDG_RUNTIME_DIR") == "" || serr != nil {
+				return nil, fmt.Errorf("%w: no session bus (DBUS_SESSION_BUS_ADDRESS is not set and there is no %s)", ErrNoBus, sock)
+			}
+		}
+		conn, err = sddbus.NewUserConnectionContext(ctx)
+	} else {
+		conn, err = sddbus.NewSystemConnectionContext(ctx)
 	}
-	return sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoBus, err)
+	}
+	return conn, nil
 }
 
 // unitState is what the methods read from the Unit interface.

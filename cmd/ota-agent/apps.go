@@ -49,7 +49,7 @@ func forEachApp(ctx context.Context, apps []agent.App, log zerolog.Logger, fn fu
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		err := fn(ctx, a)
+		err := explain(fn(ctx, a))
 		c := codeOf(err)
 		if c != ExitOK && c != ExitUpdateAvail && !errors.Is(err, context.Canceled) {
 			log.Error().Str("app", a.Name).Int("exit", c).Msg(err.Error())

@@ -23,7 +23,11 @@ func runCheck(ctx context.Context, g *globals, o *checkOptions, args []string) e
 		return err
 	}
 	log := a.log
+	badUnits := verifyUnits(ctx, cfg.Apps, log)
 	return forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
+		if err := badUnits[app.Name]; err != nil {
+			return err
+		}
 		ag, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: cfg.RuntimeDir})
 		if err != nil {
 			return err

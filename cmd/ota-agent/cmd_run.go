@@ -54,6 +54,15 @@ func runRun(ctx context.Context, g *globals, o *runOptions, args []string) error
 	if err != nil {
 		return err
 	}
+	// Said at start, so a wrong unit is found before release day; the
+	// daemon keeps checking (the unit may be installed later).
+	apps := make([]agent.App, len(f.Jobs))
+	for i, j := range f.Jobs {
+		apps[i] = j.App
+	}
+	for app, err := range verifyUnits(ctx, apps, a.log) {
+		a.log.Error().Str("app", app).Msg(err.Error())
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -85,6 +85,7 @@ type globals struct {
 
 // exitCode reports err (once) and returns its exit code.
 func (g *globals) exitCode(err error) int {
+	err = explain(err)
 	code := codeOf(err)
 	var ec exitCodeError
 	if err != nil && code != ExitOK && code != ExitUpdateAvail && !errors.As(err, &ec) {
