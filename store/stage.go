@@ -331,8 +331,9 @@ func (st *Stage) write(path string, r io.Reader, want, max int64, w *Want, rs Re
 		return fail(fmt.Errorf("%s: %w", dst, err))
 	case errors.Is(err, unix.ENOSPC):
 		return fail(fmt.Errorf("%s: %w: the disk filled up after %d bytes", dst, ErrNoSpace, n))
-	case err != nil && body.err != nil && n <= max:
-		// The body was cut; every byte read was written and hashed.
+	case err != nil && err == body.err && n <= max:
+		// The body was cut (not a write): every byte read was written
+		// and hashed.
 		return st.keep(f, dst, &partial{path: path, offset: n, prefix: sum, validator: rs.Validator}, err)
 	case err != nil:
 		return fail(err)
