@@ -1,5 +1,5 @@
 // Package serve is a static file server for the micropython-ota release
-// layout (DESIGN.md section 1): <project>/version, <project>/<v>_<file> and
+// layout (README, "Server layout"): <project>/version, <project>/<v>_<file> and
 // <project>/<v>/<file>. It is what `ota-agent serve` runs; any web server
 // that serves the same files works as well.
 package serve

@@ -10,7 +10,7 @@ import (
 	"github.com/ota-agent/ota-agent/reset"
 )
 
-// Exit codes, as DESIGN.md section 5 and the README document them.
+// Exit codes, as the README documents them.
 const (
 	ExitOK          = 0
 	ExitFailed      = 1

@@ -3,7 +3,7 @@
 package main
 
 // Tests of the real binary against a real systemd user manager
-// (internal/testenv, TESTING.md "systemd --user"): the soft reset of an app
+// (testenv.StartUserManager): the soft reset of an app
 // unit, the daemon as a Type=notify unit with watchdog pings, and the
 // daemon's signals. Names here start with "sd" so the package's other test
 // files stay free to name their own helpers.

@@ -84,7 +84,7 @@ reset = "hard"
 // update reboots the machine cleanly through reboot.target (nspawn exits
 // 133), and that the boot after it changes nothing and runs the new release.
 //
-// It needs root, debootstrap and systemd-nspawn (TESTING.md); it skips
+// It needs root, debootstrap and systemd-nspawn (see internal/testenv); it skips
 // without them, and fails when CI is "true". About 15 s with the rootfs
 // cached, plus about 70 s to build the rootfs the first time.
 func TestHardResetRebootsContainer(t *testing.T) {

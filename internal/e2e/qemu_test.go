@@ -3,7 +3,7 @@
 package e2e
 
 // Hard resets and power cuts for real: a whole Debian boots under QEMU
-// (TESTING.md, "QEMU") with the packaged units, the agent, and a sample app
+// (internal/testenv's QemuImage and StartQemu) with the packaged units, the agent, and a sample app
 // whose files are checked at every start. The guest has no network: its
 // release server is `ota-agent serve` on its own loopback, started before
 // the boot-time update, over a release tree on its disk. Between boots the
@@ -540,7 +540,7 @@ func qemuCheckDisk(t *testing.T, img *testenv.QemuImage, want qemuRelease) qemuS
 // (WATCHDOG, action reset) and the machine resetting (RESET); the next boot
 // finds the new release installed and runs it, and does not reset again.
 //
-// Needs root, debootstrap, qemu-system-x86_64 and e2fsprogs (TESTING.md):
+// Needs root, debootstrap, qemu-system-x86_64 and e2fsprogs:
 // skipped without them, failing when CI is "true". About 30 s with the image
 // cached (two boots and a watchdog expiry), plus about 70 s to build it.
 // A guest kernel stall (testenv.QemuVM.GuestStalled) starts it over once.

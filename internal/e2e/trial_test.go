@@ -89,7 +89,7 @@ const trialNoReboot = 3 * time.Second
 //     starts; the board then runs v2, the boot-time update does not
 //     install v4 again, and nothing reboots again.
 //
-// It needs root, debootstrap and systemd-nspawn (TESTING.md); it skips
+// It needs root, debootstrap and systemd-nspawn (see internal/testenv); it skips
 // without them, and fails when CI is "true". About 40 s with the rootfs
 // cached.
 func TestHardResetTrialContainer(t *testing.T) {

@@ -115,7 +115,7 @@ trial = "3s"
 // installs v1 before the apps start; then v2 is published and the daemon,
 // at its next interval, must restart each app on v2.
 //
-// It needs root, debootstrap and systemd-nspawn (TESTING.md); it skips
+// It needs root, debootstrap and systemd-nspawn (see internal/testenv); it skips
 // without them, and fails when CI is "true". About 20 s with the rootfs
 // cached.
 func TestUnitsShippedUpdateRunningApps(t *testing.T) {

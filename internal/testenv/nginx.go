@@ -1,6 +1,6 @@
 // Package testenv starts the real programs users deploy beside the agent, for
 // tests: a throwaway CA made with openssl, and nginx serving a release tree
-// with TLS and Basic auth (TESTING.md, "Web servers").
+// with TLS and Basic auth.
 package testenv
 
 import (

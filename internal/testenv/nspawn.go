@@ -43,8 +43,8 @@ type ContainerOptions struct {
 	BindRO, Bind []string
 }
 
-// Container is a Debian booted with `systemd-nspawn --boot` for one test
-// (TESTING.md, "systemd-nspawn"): its own cgroup, PID, mount, IPC, UTS and
+// Container is a Debian booted with `systemd-nspawn --boot` for one test:
+// its own cgroup, PID, mount, IPC, UTS and
 // network namespaces (--private-network: only a loopback interface), a
 // system bus reachable from the host, and its console in a file.
 type Container struct {

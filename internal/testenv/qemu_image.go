@@ -4,7 +4,7 @@ package testenv
 
 // QEMU disk images for the tests that need a whole machine: a bootable
 // Debian built once per recipe, copied for each test, and read or written
-// while no VM runs it (the recipe in TESTING.md, "QEMU", made code).
+// while no VM runs it.
 
 import (
 	"bytes"

@@ -31,8 +31,7 @@ const (
 )
 
 // Rootfs returns a Debian bookworm root filesystem built with
-// `debootstrap --variant=minbase --include=<include>` (TESTING.md,
-// "systemd-nspawn"), e.g. Rootfs(t, "systemd-sysv", "dbus") for one that
+// `debootstrap --variant=minbase --include=<include>`, e.g. Rootfs(t, "systemd-sysv", "dbus") for one that
 // boots under systemd-nspawn with a system bus.
 //
 // It is built once and cached in $OTA_AGENT_TEST_CACHE (default

@@ -27,7 +27,7 @@ const (
 
 // UserManager is a private systemd user manager (systemd --user) started for
 // one test: its own cgroup, mount namespace, runtime directory, unit
-// directory and D-Bus session bus (TESTING.md, "systemd --user"). It sees
+// directory and D-Bus session bus. It sees
 // the host's packaged user units (/usr/lib/systemd/user) but no user's own.
 type UserManager struct {
 	// RuntimeDir is the manager's XDG_RUNTIME_DIR: its private socket
