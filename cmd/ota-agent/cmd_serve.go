@@ -71,8 +71,14 @@ func runServe(ctx context.Context, g *globals, o serveOptions, pos []string) err
 	if err != nil {
 		return &agent.ConfigError{Msg: err.Error()}
 	}
+	// HTTP/1.1 only, as the agent speaks: release builds leave net/http's
+	// HTTP/2 out (-tags nethttpomithttp2), and a server that still offered
+	// "h2" in ALPN would then drop the connection of a client that took it.
+	var http1 http.Protocols
+	http1.SetHTTP1(true)
 	srv := &http.Server{
 		Handler:           h,
+		Protocols:         &http1,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: a large release over a slow link must finish.
