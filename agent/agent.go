@@ -301,8 +301,7 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 		return res, err
 	}
 	if res.Available = res.Remote != res.Installed; !res.Available {
-		a.log.Debug().Str("version", res.Installed).Msg("up to date")
-		return res, nil
+		return res, nil // the caller says so, once
 	}
 	// The manifest, if any, is checked (signature, replay) before anything else.
 	rel, err := a.release(ctx, st, res.Remote)

@@ -144,6 +144,9 @@ func (a *Agent) Run(ctx context.Context, sched Schedule, clk Clock, report func(
 		if err != nil {
 			failures++
 			a.log.Warn().Err(err).Int("failures", failures).Msg("check failed")
+		} else if !res.Available && res.Bad == nil {
+			failures = 0
+			a.log.Debug().Str("version", res.Installed).Msg("up to date")
 		} else {
 			failures = 0
 		}

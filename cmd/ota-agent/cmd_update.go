@@ -16,14 +16,16 @@ import (
 var errBootDeadline = errors.New("boot_deadline passed")
 
 type updateOptions struct {
-	apps *appsCmd
-	wait waitFlag
-	boot bool
+	apps   *appsCmd
+	wait   waitFlag
+	boot   bool
+	asJSON bool
 }
 
 func updateFlags(fs *flag.FlagSet) runFunc {
 	o := &updateOptions{apps: newAppsCmd(fs)}
 	fs.Var(&o.wait, "wait", "wait for another update of the same app to finish (--wait, or --wait DURATION) instead of failing")
+	fs.BoolVar(&o.asJSON, "json", false, `print {"apps": [{"app", "from", "to", "outcome", "error"}]} on stdout (shape in the README)`)
 	fs.BoolVar(&o.boot, "boot", false, "at boot: give up after boot_deadline (exit 75) so an unreachable server never holds the app back")
 	return func(ctx context.Context, g *globals, args []string) error { return runUpdate(ctx, g, o, args) }
 }
@@ -53,22 +55,29 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 		return fmt.Errorf("%w (%v): %w", errBootDeadline, cfg.BootDeadline, err)
 	}
 	var reboot []agent.App
+	out := &results{on: o.asJSON}
+	defer out.print(g)
 	err = forEachApp(ctx, cfg.Apps, log, func(_ context.Context, app agent.App) error {
 		if err := appCtx.Err(); err != nil {
-			return cut(fmt.Errorf("not checked: %w", err))
+			err = cut(fmt.Errorf("not checked: %w", err))
+			out.add(app.Name, agent.Result{}, err)
+			return err
 		}
 		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, *boot)
 		if err == nil && res.Bad != nil {
 			log.Warn().Str("app", app.Name).Str("version", res.Remote).Str("reason", res.Bad.Reason).
 				Msg("the server names a release that failed its trial here: not installed (ota-agent retry clears the mark)")
 		} else if err == nil && !res.Updated {
-			// One line per run, so the boot unit's journal says why nothing changed.
+			// One line per run, so the boot unit's journal says why
+			// nothing changed (agent.Update says nothing of it).
 			log.Info().Str("app", app.Name).Str("version", res.Installed).Msg("up to date")
 		}
 		if res.NeedsReboot {
 			reboot = append(reboot, app)
 		}
-		return cut(err)
+		err = cut(err)
+		out.add(app.Name, res, err)
+		return err
 	})
 	if len(reboot) > 0 {
 		// Every app is switched before the one reboot they share.

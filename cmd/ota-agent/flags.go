@@ -19,6 +19,7 @@ func usageErrorf(format string, a ...any) error {
 type commonFlags struct {
 	config     string
 	logLevel   string
+	logFormat  string
 	runtimeDir string
 	app        appFlags
 }
@@ -26,6 +27,7 @@ type commonFlags struct {
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.config, "config", defaultConfigPath, "configuration file")
 	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "", "text (readable lines) or json (JSON lines); default text on a terminal, json otherwise")
 	fs.StringVar(&c.runtimeDir, "runtime-dir", "", "where the last check of each app is kept, volatile (default runtime_dir, else "+store.DefaultRuntimeDir+")")
 	c.app.register(fs)
 }
@@ -50,7 +52,7 @@ func newAppsCmd(fs *flag.FlagSet) *appsCmd {
 func (a *appsCmd) setup(g *globals, names []string) (*Config, error) {
 	a.names = names
 	var err error
-	if a.log, err = newLogger(g.stderr, a.c.logLevel); err != nil {
+	if a.log, err = newLoggerFormat(g.stderr, a.c.logLevel, a.c.logFormat); err != nil {
 		return nil, err
 	}
 	cfg, err := a.load()

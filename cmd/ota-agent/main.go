@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -74,7 +75,17 @@ func main() {
 // run dispatches to a command and maps its error to an exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g := &globals{stdout: stdout, stderr: stderr}
-	return g.exitCode(g.dispatch(ctx, args))
+	err := g.dispatch(ctx, args)
+	if err != nil && ctx.Err() != nil && len(args) > 0 && args[0] != "run" && args[0] != "serve" {
+		// The daemon and the server stop on a signal; this was cut short.
+		fmt.Fprintln(stderr, interruptedMsg)
+		if errors.Is(err, context.Canceled) {
+			return codeOf(err)
+		}
+	}
+	return g.exitCode(err)
 }
+
+const interruptedMsg = "ota-agent: interrupted by a signal: no switch is ever left half-done (an app is on one release or the other), and the next run continues the download"
 
 var errHelp = errors.New("help shown")
