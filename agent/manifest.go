@@ -145,7 +145,7 @@ func (a *Agent) stageRelease(ctx context.Context, stage *store.Stage, rel *relea
 				return err
 			}
 		}
-		return nil
+		return stage.DropPartials()
 	}
 	stage.SetSequence(0)
 	if len(a.keys) > 0 {
@@ -179,7 +179,7 @@ func (a *Agent) stageRelease(ctx context.Context, stage *store.Stage, rel *relea
 	if reused > 0 {
 		a.log.Debug().Int("files", reused).Msg("files the app already held were reused, not downloaded")
 	}
-	return nil
+	return stage.DropPartials()
 }
 
 // downloadWant downloads one file a manifest describes.

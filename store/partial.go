@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/ota-agent/ota-agent/wire"
 )
@@ -180,4 +183,24 @@ func (r *readErr) Read(p []byte) (int, error) {
 		r.err = err
 	}
 	return n, err
+}
+
+// DropPartials removes the partial downloads that are still partial: files
+// of an earlier run's list that this release no longer names. The agent
+// calls it once every file of the release is staged, before the switch: in
+// symlink mode the whole staging dir becomes the release. Each removal is
+// durable before the next step.
+func (st *Stage) DropPartials() error {
+	for _, p := range slices.Sorted(maps.Keys(st.partials)) {
+		dst := filepath.Join(st.dir, filepath.FromSlash(p))
+		crashPoint("remove partial " + p)
+		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := syncDir(filepath.Dir(dst)); err != nil {
+			return err
+		}
+		delete(st.partials, p)
+	}
+	return nil
 }

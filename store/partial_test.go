@@ -179,3 +179,31 @@ func partialOf(t *testing.T, s *Store, path string) (Resume, bool) {
 	defer st.Close()
 	return st.Partial(path)
 }
+
+// A partial download that the release no longer names goes before the
+// switch: in symlink mode the staging dir becomes the release.
+func TestDropPartials(t *testing.T) {
+	s := newStore(t, Symlink, 2)
+	st, err := s.Stage("v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Download("old.bin", Download{Body: cutAfter("half of it", 4), Size: 10, Max: 100, Resume: Resume{Validator: `"x"`}}); err == nil {
+		t.Fatal("Download(cut) = nil")
+	}
+	if _, err := st.Write("main.py", strings.NewReader("v2 main"), 7, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DropPartials(); err != nil {
+		t.Fatalf("DropPartials() = %v", err)
+	}
+	if _, ok := st.Partial("old.bin"); ok {
+		t.Errorf("Partial(old.bin) after DropPartials() = true")
+	}
+	if _, err := s.Install(st); err != nil {
+		t.Fatalf("Install(v2) = %v", err)
+	}
+	if got := files(t, s.AppDir()); len(got) != 1 || got["main.py"] != "v2 main" {
+		t.Errorf("app dir = %v, want main.py alone", got)
+	}
+}
