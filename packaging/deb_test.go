@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -24,6 +25,8 @@ import (
 const (
 	debTestVersion = "v1.2.3"
 	debTestEpoch   = "1764000000" // 2025-11-24T16:00:00Z
+
+	debMaxARMv6Size = 8 << 20
 )
 
 // debArch is what each package must be: its Debian architecture, the ELF
@@ -83,6 +86,13 @@ func TestDebPackages(t *testing.T) {
 			checkELF(t, bin, want.machine, want.class, want.goarm)
 			if b, err := os.ReadFile(first.Binaries[want.arch]); err != nil || !bytes.Equal(b, bin) {
 				t.Errorf("/usr/bin/ota-agent in the package is not %s (%v)", first.Binaries[want.arch], err)
+			}
+			// The goal of issue 14: every Pi's binary under 8 MiB.
+			if want.arch == "armhf" && len(bin) >= debMaxARMv6Size {
+				t.Errorf("the armv6 binary is %d bytes, want under %d", len(bin), debMaxARMv6Size)
+			}
+			if want.arch == runtime.GOARCH {
+				checkHTTPS(t, first.Binaries[want.arch])
 			}
 		})
 	}
@@ -278,7 +288,8 @@ func checkELF(t *testing.T, bin []byte, machine elf.Machine, class elf.Class, go
 	for _, s := range info.Settings {
 		settings[s.Key] = s.Value
 	}
-	for k, v := range map[string]string{"CGO_ENABLED": "0", "-trimpath": "true", "GOOS": "linux", "GOARM": goarm} {
+	for k, v := range map[string]string{"CGO_ENABLED": "0", "-trimpath": "true", "GOOS": "linux", "GOARM": goarm,
+		"-tags": "nethttpomithttp2"} {
 		if settings[k] != v {
 			t.Errorf("build setting %s = %q, want %q", k, settings[k], v)
 		}
