@@ -49,6 +49,10 @@ type Options struct {
 	// Boot says the app has not started yet (update --boot): a switch
 	// leaves its trial open for the daemon to judge once the app runs.
 	Boot bool
+	// Force installs the published release even when it is the installed
+	// one (update --force): every file is fetched again and switched in,
+	// which repairs an app dir that drifted (Verify).
+	Force bool
 }
 
 // Unit is the app's systemd unit as a trial and a rollback use it
@@ -83,6 +87,7 @@ type Agent struct {
 	keys   []wire.PublicKey // public_keys: signed manifests only
 	unit   Unit
 	boot   bool
+	force  bool
 	// badSaid is the bad version whose refusal was last logged, so the
 	// daemon says it once.
 	badSaid string
@@ -137,6 +142,7 @@ func New(app App, o Options) (*Agent, error) {
 		keys:   keys,
 		unit:   o.Unit,
 		boot:   o.Boot,
+		force:  o.Force,
 	}
 	return a, nil
 }
@@ -300,8 +306,11 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	if res.Bad, err = a.refuseBad(s, st, res.Remote); err != nil || res.Bad != nil {
 		return res, err
 	}
-	if res.Available = res.Remote != res.Installed; !res.Available {
+	if res.Available = res.Remote != res.Installed || a.force; !res.Available {
 		return res, nil // the caller says so, once
+	}
+	if a.force && res.Remote == res.Installed && a.app.Install == store.Symlink {
+		return res, fmt.Errorf("a forced reinstall of %s is refused: in symlink mode releases/%s is the very directory the app runs, never rewritten in place; publish the release under a new tag to repair it", res.Remote, res.Remote)
 	}
 	// The manifest, if any, is checked (signature, replay) before anything else.
 	rel, err := a.release(ctx, st, res.Remote)

@@ -20,12 +20,14 @@ type updateOptions struct {
 	wait   waitFlag
 	boot   bool
 	asJSON bool
+	force  bool
 }
 
 func updateFlags(fs *flag.FlagSet) runFunc {
 	o := &updateOptions{apps: newAppsCmd(fs)}
 	fs.Var(&o.wait, "wait", "wait for another update of the same app to finish (--wait, or --wait DURATION) instead of failing")
 	fs.BoolVar(&o.asJSON, "json", false, `print {"apps": [{"app", "from", "to", "outcome", "error"}]} on stdout (shape in the README)`)
+	fs.BoolVar(&o.force, "force", false, "install the published version even when it is installed: every file is fetched again and switched in, which repairs what `ota-agent verify` reports")
 	fs.BoolVar(&o.boot, "boot", false, "at boot: give up after boot_deadline (exit 75) so an unreachable server never holds the app back")
 	return func(ctx context.Context, g *globals, args []string) error { return runUpdate(ctx, g, o, args) }
 }
@@ -63,7 +65,7 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 			out.add(app.Name, agent.Result{}, err)
 			return err
 		}
-		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, *boot)
+		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, *boot, o.force)
 		if err == nil && res.Bad != nil {
 			log.Warn().Str("app", app.Name).Str("version", res.Remote).Str("reason", res.Bad.Reason).
 				Msg("the server names a release that failed its trial here: not installed (ota-agent retry clears the mark)")
@@ -94,9 +96,9 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 	return err
 }
 
-func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir string, boot bool) (agent.Result, error) {
+func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir string, boot, force bool) (agent.Result, error) {
 	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), Unit: unitFor(app, log),
-		UserAgent: userAgent(), LockWait: wait, RuntimeDir: runtimeDir, Boot: boot})
+		UserAgent: userAgent(), LockWait: wait, RuntimeDir: runtimeDir, Boot: boot, Force: force})
 	if err != nil {
 		return agent.Result{App: app.Name}, err
 	}
