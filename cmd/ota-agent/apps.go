@@ -37,6 +37,9 @@ func loadApps(c *commonFlags, names []string) (*Config, error) {
 	if c.runtimeDir != "" {
 		cfg.RuntimeDir = c.runtimeDir
 	}
+	if c.rebootGrace > 0 {
+		cfg.RebootGrace = c.rebootGrace
+	}
 	return cfg, nil
 }
 

@@ -20,6 +20,7 @@ type runOptions struct {
 
 func runFlags(fs *flag.FlagSet) runFunc {
 	o := &runOptions{apps: newAppsCmd(fs)}
+	o.apps.c.registerRebootGrace(fs)
 	fs.DurationVar(&o.interval, "interval", 0, "check interval, at least 1s (default: the config's interval, else 15m)")
 	return func(ctx context.Context, g *globals, args []string) error { return runRun(ctx, g, o, args) }
 }

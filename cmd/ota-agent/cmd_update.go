@@ -25,6 +25,7 @@ type updateOptions struct {
 
 func updateFlags(fs *flag.FlagSet) runFunc {
 	o := &updateOptions{apps: newAppsCmd(fs)}
+	o.apps.c.registerRebootGrace(fs)
 	fs.Var(&o.wait, "wait", "wait for another update of the same app to finish (--wait, or --wait DURATION) instead of failing")
 	fs.BoolVar(&o.asJSON, "json", false, `print {"apps": [{"app", "from", "to", "outcome", "error"}]} on stdout (shape in the README)`)
 	fs.BoolVar(&o.force, "force", false, "install the published version even when it is installed: every file is fetched again and switched in, which repairs what `ota-agent verify` reports")

@@ -22,6 +22,13 @@ type commonFlags struct {
 	logFormat  string
 	runtimeDir string
 	app        appFlags
+	// rebootGrace is --reboot-grace, of update and run (registerRebootGrace).
+	rebootGrace time.Duration
+}
+
+// registerRebootGrace adds --reboot-grace, the global reboot_grace.
+func (c *commonFlags) registerRebootGrace(fs *flag.FlagSet) {
+	fs.DurationVar(&c.rebootGrace, "reboot-grace", 0, "how long a hard reset waits for the board to go down before the next fallback (default reboot_grace, else 90s)")
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
