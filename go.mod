@@ -9,6 +9,7 @@ require (
 	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/rs/zerolog v1.35.1
 	golang.org/x/sys v0.50.0
+	periph.io/x/host/v3 v3.8.5
 )
 
 require (

@@ -43,13 +43,14 @@ func runStatus(ctx context.Context, g *globals, o *statusOptions, args []string)
 		}
 	}()
 	if *asJSON {
-		b, err := json.MarshalIndent(map[string]any{"apps": out}, "", "  ")
+		b, err := json.MarshalIndent(map[string]any{"board": boardIdentity(cfg.Identify == "serial"), "apps": out}, "", "  ")
 		if err != nil {
 			return err
 		}
 		g.printf("%s\n", b)
 		return nil
 	}
+	printBoard(g, boardIdentity(cfg.Identify == "serial"))
 	for _, s := range out {
 		printStatus(g, s)
 	}

@@ -105,5 +105,3 @@ func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time
 	}
 	return a.Update(ctx)
 }
-
-func userAgent() string { return "ota-agent/" + Version }

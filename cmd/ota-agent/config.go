@@ -28,7 +28,10 @@ type Config struct {
 	BootDeadline time.Duration // global boot_deadline, default 2m
 	RuntimeDir   string        // global runtime_dir, default store.DefaultRuntimeDir
 	RebootGrace  time.Duration // global reboot_grace, default 90s
-	Apps         []agent.App
+	// Identify is the global identify: "model" (default, also "") or "serial",
+	// which adds the board's serial number to status.
+	Identify string
+	Apps     []agent.App
 	// Warnings are worth telling the operator once per run, not errors: a
 	// password in a file every user of the board can read.
 	Warnings []string
@@ -49,6 +52,7 @@ type fileConfig struct {
 	BootDeadline string      `toml:"boot_deadline"`
 	RuntimeDir   string      `toml:"runtime_dir"`
 	RebootGrace  string      `toml:"reboot_grace"`
+	Identify     string      `toml:"identify"`
 	PublicKeys   []string    `toml:"public_keys"` // the default of every app
 	App          []appConfig `toml:"app"`
 }
@@ -112,6 +116,11 @@ func loadConfigWith(path string, override func(*appConfig)) (*Config, error) {
 		if cfg.RebootGrace, err = parsePositiveDuration(fc.RebootGrace); err != nil {
 			return nil, global("reboot_grace", "%v", err)
 		}
+	}
+	switch cfg.Identify = fc.Identify; cfg.Identify {
+	case "", "model", "serial":
+	default:
+		return nil, global("identify", "%q: want \"model\" or \"serial\"", fc.Identify)
 	}
 	if fc.BootDeadline != "" {
 		if cfg.BootDeadline, err = parsePositiveDuration(fc.BootDeadline); err != nil {

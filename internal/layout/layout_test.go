@@ -24,6 +24,9 @@ var forbidden = map[string][]string{
 	// machine and knows nothing of a device.
 	"publish": {"agent", "store", "reset", "serve", "cmd/"},
 	"agent":   {"serve", "cmd/"},
+	// board reads what the board is (periph's distro, DMI); it knows
+	// nothing of the agent.
+	"board": {"agent", "store", "reset", "wire", "serve", "publish", "cmd/"},
 }
 
 func TestArrowsPointOneWay(t *testing.T) {
