@@ -312,11 +312,6 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	if a.force && res.Remote == res.Installed && a.app.Install == store.Symlink {
 		return res, fmt.Errorf("a forced reinstall of %s is refused: in symlink mode releases/%s is the very directory the app runs, never rewritten in place; publish the release under a new tag to repair it", res.Remote, res.Remote)
 	}
-	// The manifest, if any, is checked (signature, replay) before anything else.
-	rel, err := a.release(ctx, st, res.Remote)
-	if err != nil {
-		return res, err
-	}
 	if a.app.Reset == ResetHard {
 		volatile, fsType, err := store.Volatile(a.app.StateDir())
 		if err != nil {
@@ -332,6 +327,13 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 		if err := c.Check(ctx); err != nil {
 			return res, err
 		}
+	}
+	// The manifest, if any, is checked (signature, replay) before anything
+	// is downloaded; a configuration that cannot work (a missing unit, a
+	// volatile state dir for a hard reset) is found before it is fetched.
+	rel, err := a.release(ctx, st, res.Remote)
+	if err != nil {
+		return res, err
 	}
 	// What would stop the switch half-way is found before the download.
 	if err := s.Preflight(rel.paths(a.app.Files)); err != nil {

@@ -29,6 +29,8 @@ func TestTrickleExits75(t *testing.T) {
 			fmt.Fprint(w, "v2\n")
 		case "/p/v2_a.py":
 			fmt.Fprint(w, "a2")
+		case "/p/v2_manifest.json":
+			http.NotFound(w, r) // no manifest: the seed's layout
 		default:
 			w.Header().Set("Content-Length", "1000")
 			for range 1000 {

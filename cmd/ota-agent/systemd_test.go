@@ -109,9 +109,10 @@ func sdEnv(extra ...string) []string {
 // standard error.
 func sdRun(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
+	bin := sdBinary(t) // built first: the build is no part of the run's time
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sdBinary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
