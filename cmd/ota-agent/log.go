@@ -10,8 +10,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// newLogger writes readable lines to a terminal and JSON lines otherwise
-// (journald, files, pipes).
+// newLogger writes readable lines to a terminal, journal records with
+// fields under systemd (journalWriter), and JSON lines otherwise (files,
+// pipes).
 func newLogger(w io.Writer, level string) (zerolog.Logger, error) {
 	return newLoggerFormat(w, level, "")
 }
@@ -32,6 +33,8 @@ func newLoggerFormat(w io.Writer, level, format string) (zerolog.Logger, error) 
 	case "":
 		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 			format = "text"
+		} else if jw := journalWriter(w); jw != nil {
+			w = jw // under systemd: journal fields
 		}
 	case "text", "json":
 	default:

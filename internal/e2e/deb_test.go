@@ -3,9 +3,12 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +47,8 @@ var debUnits = []string{"ota-agent-recover.service", "ota-agent-boot.service", "
 // installs releases from the server; an upgrade restarts the running
 // daemon and keeps the edited conffile; dpkg -r stops and masks the units
 // and keeps config and state; dpkg -P removes them both and leaves the app
-// dir alone. About 40 s with the rootfs and build caches warm.
+// dir alone. The daemon's records are in the journal with their fields.
+// About 40 s with the rootfs and build caches warm.
 func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a container in -short mode")
@@ -110,6 +114,7 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	nspawnPublish(t, releases, "v2")
 	debWaitVersion(t, c, "v2")
 	nspawnFile(t, filepath.Join(root, "opt/sample/VERSION"), "v2\n")
+	debJournalFields(t, c)
 
 	// Upgrade while it runs: restarted on the new binary; the edited
 	// conffile is the admin's still.
@@ -167,6 +172,35 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	// dpkg forgets a purged package: dpkg-query finds nothing.
 	if out, err := c.Exec(t.Context(), "dpkg-query", "-W", "ota-agent"); err == nil {
 		t.Errorf("after dpkg -P: dpkg-query -W ota-agent = %q, want no package", out)
+	}
+}
+
+// debJournalFields reads the daemon's records back from the container's
+// journal, as `journalctl -u ota-agent APP=sample -o json` shows them: the
+// install of v2 must be there with its fields (APP=, FROM=, TO=), its
+// level as PRIORITY=, and the whole record in JSON=.
+func debJournalFields(t *testing.T, c *testenv.Container) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second) // journald may lag a little
+	for {
+		out := c.Run(t, "journalctl", "-u", "ota-agent.service", "-o", "json", "--no-pager", "APP=sample")
+		var seen []string
+		for _, line := range strings.Split(out, "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) != nil {
+				continue
+			}
+			seen = append(seen, fmt.Sprintf("%v %v->%v", e["MESSAGE"], e["FROM"], e["TO"]))
+			if e["MESSAGE"] == "installed" && e["APP"] == "sample" && e["FROM"] == "v1" && e["TO"] == "v2" &&
+				e["PRIORITY"] == "6" && strings.Contains(fmt.Sprint(e["JSON"]), `"to":"v2"`) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("journalctl -u ota-agent.service APP=sample -o json: no record MESSAGE=installed APP=sample FROM=v1 TO=v2 PRIORITY=6; records with APP=sample: %q", seen)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
