@@ -108,6 +108,21 @@ func (s *Store) StageRelease(version string) (*Stage, error) {
 		return nil, err
 	}
 	src := filepath.Join(s.releasesDir(), version)
+	// In symlink mode the switch removes releases/<version>/ before it
+	// moves the staged copy there, so the kept release is set aside first
+	// (below). A crash in between left it there: put it back.
+	aside := filepath.Join(s.releasesDir(), "."+version+".ota-kept")
+	if _, err := os.Lstat(src); s.mode == Symlink && errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(aside); err == nil {
+			crashPoint("put back kept release")
+			if err := os.Rename(aside, src); err != nil {
+				return nil, err
+			}
+			if err := syncDir(s.releasesDir()); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if fi, err := os.Stat(src); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not in %s", ErrNotKept, version, s.releasesDir())
 	}
@@ -143,6 +158,22 @@ func (s *Store) StageRelease(version string) (*Stage, error) {
 	if len(st.Files()) == 0 {
 		st.Close()
 		return nil, fmt.Errorf("%w: %s holds no files", ErrNotKept, src)
+	}
+	if s.mode == Symlink {
+		// Until the switch has moved the staged copy in, the kept release
+		// stays whole under another name; prune removes it after the switch.
+		err := os.RemoveAll(aside)
+		if err == nil {
+			crashPoint("set aside kept release")
+			err = os.Rename(src, aside)
+		}
+		if err == nil {
+			err = syncDir(s.releasesDir())
+		}
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("stage kept release %s: %w", version, err)
+		}
 	}
 	return st, nil
 }
