@@ -151,7 +151,7 @@ func TestHardResetTrialContainer(t *testing.T) {
 	if st.Version != "v2" || len(st.Bad) > 0 || st.LastRollback != nil {
 		t.Fatalf("boot after the update to v2: state %s, want v2 committed", st)
 	}
-	if !strings.Contains(unitsLogOf(t, c, "ota-agent.service"), "release healthy: committed") {
+	if !trialLogSays(unitsLogOf(t, c, "ota-agent.service"), "release healthy: committed") {
 		t.Errorf("ota-agent.service does not log the commit:\n%s", unitsLogOf(t, c, "ota-agent.service"))
 	}
 	trialStillRunning(t, c, "after v2 was committed")
@@ -205,10 +205,10 @@ func TestHardResetTrialContainer(t *testing.T) {
 		t.Fatalf("boot after two attempts of v4: state %s, want v2 back, rolled back at boot", st)
 	}
 	trialRolledBack(t, st, "v4", "v2")
-	if log := unitsLogOf(t, c, "ota-agent-recover.service"); !strings.Contains(log, "rolling back") {
+	if log := unitsLogOf(t, c, "ota-agent-recover.service"); !trialLogSays(log, "rolling back") {
 		t.Errorf("ota-agent-recover.service did not roll back:\n%s", log)
 	}
-	if log := unitsLogOf(t, c, "ota-agent-boot.service"); strings.Contains(log, `"message":"installed"`) {
+	if log := unitsLogOf(t, c, "ota-agent-boot.service"); trialLogSays(log, "installed") {
 		t.Errorf("ota-agent-boot.service installed v4 again:\n%s", log)
 	}
 	trialStillRunning(t, c, "after v4 was rolled back")
@@ -420,4 +420,16 @@ func trialSeen(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// trialLogSays reports whether a unit's log (journalctl -o cat) has a
+// record with message msg: a line of its own (the journald writer's
+// MESSAGE=) or a JSON line's "message".
+func trialLogSays(log, msg string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		if line == msg || strings.Contains(line, `"message":"`+msg+`"`) {
+			return true
+		}
+	}
+	return false
 }
