@@ -5,7 +5,7 @@ _ota_agent() {
         case ${COMP_WORDS[i]} in -*) ;; *) cmd=${COMP_WORDS[i]}; break ;; esac
     done
     if [[ -z $cmd ]]; then
-        COMPREPLY=($(compgen -W "update check run recover status verify commit rollback retry serve publish keygen demo version help --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "update check run recover status doctor verify commit rollback retry serve publish keygen demo version help --help --version" -- "$cur"))
         return
     fi
     case $cmd in
@@ -14,6 +14,7 @@ _ota_agent() {
         run) flags="--config --interval --log-format --log-level --reboot-grace --runtime-dir --allow-insecure-auth --app-dir --ca-file --files --hard-reset --health-command --health-grace --health-timeout --health-url --host --install --keep-releases --max-boot-attempts --max-file-size --min-rate --min-rate-window --name --no-version-prefix --on-failure --password-file --project --public-keys --reset --start-timeout --state-dir --systemd-bus --timeout --trial --unit --user --watchdog-device --help" ;;
         recover) flags="--config --log-format --log-level --runtime-dir --wait --app-dir --host --install --keep-releases --name --project --state-dir --systemd-bus --unit --help" ;;
         status) flags="--config --json --log-format --log-level --runtime-dir --app-dir --host --install --keep-releases --name --project --state-dir --systemd-bus --unit --help" ;;
+        doctor) flags="--config --log-format --log-level --runtime-dir --allow-insecure-auth --app-dir --ca-file --files --hard-reset --health-command --health-grace --health-timeout --health-url --host --install --keep-releases --max-boot-attempts --max-file-size --min-rate --min-rate-window --name --no-version-prefix --on-failure --password-file --project --public-keys --reset --start-timeout --state-dir --systemd-bus --timeout --trial --unit --user --watchdog-device --help" ;;
         verify) flags="--config --json --log-format --log-level --runtime-dir --app-dir --host --install --keep-releases --name --project --state-dir --systemd-bus --unit --help" ;;
         commit) flags="--config --log-format --log-level --runtime-dir --app-dir --host --install --keep-releases --name --project --state-dir --systemd-bus --unit --help" ;;
         rollback) flags="--config --log-format --log-level --runtime-dir --to --app-dir --host --install --keep-releases --name --project --state-dir --systemd-bus --unit --help" ;;

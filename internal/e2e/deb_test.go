@@ -115,6 +115,12 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	debWaitVersion(t, c, "v2")
 	nspawnFile(t, filepath.Join(root, "opt/sample/VERSION"), "v2\n")
 	debJournalFields(t, c)
+	// doctor on the installed board: every line ok, the packaged units
+	// enabled included.
+	if out, err := c.Exec(t.Context(), "ota-agent", "doctor"); err != nil || strings.Contains(string(out), "FAIL") ||
+		!strings.Contains(string(out), "ok    units: ota-agent-recover.service, ota-agent-boot.service, ota-agent.service enabled") {
+		t.Errorf("ota-agent doctor on the installed board: %v\n%s", err, out)
+	}
 
 	// Upgrade while it runs: restarted on the new binary; the edited
 	// conffile is the admin's still.
