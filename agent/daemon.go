@@ -68,6 +68,9 @@ type Daemon struct {
 	// keeps the Fleet it runs. With a nil Load the daemon never reloads.
 	Reload <-chan os.Signal
 	Load   func() (Fleet, error)
+	// OnCheck, if set, is called after every check of an app (the
+	// metrics textfile); it must not block for long.
+	OnCheck func(RunStatus)
 
 	mu   sync.Mutex
 	apps map[string]*appState
@@ -178,6 +181,9 @@ func (d *Daemon) report(shutdown <-chan struct{}, job Job, st *appState, r RunSt
 		if err := job.Reboot.Restart(shutdown); err != nil {
 			d.Log.Error().Err(err).Str("app", r.App).Msg("hard reset failed")
 		}
+	}
+	if d.OnCheck != nil {
+		d.OnCheck(r)
 	}
 	s := fmt.Sprintf("%s %s, next check %s", r.App, orNone(r.Installed), r.NextCheck.Local().Format("15:04"))
 	if r.Err != nil {

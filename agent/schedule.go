@@ -105,6 +105,8 @@ type RunStatus struct {
 	Err       error     // the last check's error, nil if it succeeded
 	// NeedsReboot is set after a switch of an app with reset "hard".
 	NeedsReboot bool
+	// Result is the check's own (Updated, Bytes), for metrics.
+	Result Result
 }
 
 // Run checks the app now and then (after sched.First, then sched.Next) and
@@ -152,7 +154,7 @@ func (a *Agent) Run(ctx context.Context, sched Schedule, clk Clock, report func(
 		}
 		wait = sched.Next(failures, retry)
 		st := RunStatus{App: a.app.Name, Installed: res.Installed, NextCheck: clk.Now().Add(wait), Failures: failures, Err: err,
-			NeedsReboot: res.NeedsReboot}
+			NeedsReboot: res.NeedsReboot, Result: res}
 		if res.Updated {
 			st.Installed = res.Remote
 		}

@@ -28,10 +28,13 @@ func runCheck(ctx context.Context, g *globals, o *checkOptions, args []string) e
 	}
 	log := a.log
 	badUnits := verifyUnits(ctx, cfg.Apps, log)
+	var textfile metricsFile
+	textfile.set(cfg.MetricsTextfile)
 	out := &results{on: o.asJSON}
 	defer out.print(g)
 	return forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
 		res, err := checkApp(ctx, app, badUnits[app.Name], log, cfg.RuntimeDir)
+		textfile.recordResult(log, app.Name, res, err)
 		out.add(app.Name, res, err)
 		switch {
 		case err != nil:

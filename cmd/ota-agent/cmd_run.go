@@ -29,6 +29,7 @@ func runFlags(fs *flag.FlagSet) runFunc {
 // configuration; a bad new one is reported and the old one kept.
 func runRun(ctx context.Context, g *globals, o *runOptions, args []string) error {
 	a, interval := o.apps, &o.interval
+	var textfile metricsFile
 	fleet := func(cfg *Config, err error) (agent.Fleet, error) {
 		if err == nil && flagGiven(a.fs, "interval") {
 			if err = agent.CheckInterval(*interval); err != nil {
@@ -39,6 +40,7 @@ func runRun(ctx context.Context, g *globals, o *runOptions, args []string) error
 		if err != nil {
 			return agent.Fleet{}, err
 		}
+		textfile.set(cfg.MetricsTextfile)
 		f := agent.Fleet{Interval: cfg.Interval}
 		for _, app := range cfg.Apps {
 			job := agent.Job{App: app, Interval: app.Interval, Options: agent.Options{
@@ -74,6 +76,9 @@ func runRun(ctx context.Context, g *globals, o *runOptions, args []string) error
 		Watchdog: wd,
 		Reload:   hup,
 		Load:     func() (agent.Fleet, error) { return fleet(a.load()) },
+		OnCheck: func(r agent.RunStatus) {
+			textfile.record(a.log, r.App, r.Installed, r.Result, r.Err)
+		},
 	}
 	return d.Run(ctx, f)
 }

@@ -57,6 +57,8 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 		}
 		return fmt.Errorf("%w (%v): %w", errBootDeadline, cfg.BootDeadline, err)
 	}
+	var textfile metricsFile
+	textfile.set(cfg.MetricsTextfile)
 	var reboot []agent.App
 	out := &results{on: o.asJSON}
 	defer out.print(g)
@@ -67,6 +69,7 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 			return err
 		}
 		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, *boot, o.force)
+		textfile.recordResult(log, app.Name, res, err)
 		if err == nil && res.Bad != nil {
 			log.Warn().Str("app", app.Name).Str("version", res.Remote).Str("reason", res.Bad.Reason).
 				Msg("the server names a release that failed its trial here: not installed (ota-agent retry clears the mark)")

@@ -31,7 +31,10 @@ type Config struct {
 	// Identify is the global identify: "model" (default, also "") or "serial",
 	// which adds the board's serial number to status.
 	Identify string
-	Apps     []agent.App
+	// MetricsTextfile is the global metrics_textfile: the Prometheus
+	// textfile written after each check; "" for none.
+	MetricsTextfile string
+	Apps            []agent.App
 	// Warnings are worth telling the operator once per run, not errors: a
 	// password in a file every user of the board can read.
 	Warnings []string
@@ -53,6 +56,7 @@ type fileConfig struct {
 	RuntimeDir   string      `toml:"runtime_dir"`
 	RebootGrace  string      `toml:"reboot_grace"`
 	Identify     string      `toml:"identify"`
+	Metrics      string      `toml:"metrics_textfile"`
 	PublicKeys   []string    `toml:"public_keys"` // the default of every app
 	App          []appConfig `toml:"app"`
 }
@@ -115,6 +119,11 @@ func loadConfigWith(path string, override func(*appConfig)) (*Config, error) {
 	if fc.RebootGrace != "" {
 		if cfg.RebootGrace, err = parsePositiveDuration(fc.RebootGrace); err != nil {
 			return nil, global("reboot_grace", "%v", err)
+		}
+	}
+	if fc.Metrics != "" {
+		if cfg.MetricsTextfile = filepath.Clean(fc.Metrics); !filepath.IsAbs(cfg.MetricsTextfile) {
+			return nil, global("metrics_textfile", "%q is not an absolute path", fc.Metrics)
 		}
 	}
 	switch cfg.Identify = fc.Identify; cfg.Identify {
