@@ -295,6 +295,13 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	if err := a.countBoot(ctx, s, !a.boot); err != nil {
 		return res, err
 	}
+	// A trial an earlier run left open (a crash, a reboot) is judged
+	// first, once the app runs: not at boot, before it starts.
+	if !a.boot {
+		if err := a.judgeOpen(ctx, s); err != nil {
+			return res, err
+		}
+	}
 	st, err := s.State()
 	if err != nil {
 		return res, err
@@ -355,6 +362,12 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 			RebootPending: a.app.Reset == ResetHard}
 	}
 	wasActive, err := a.switchTo(ctx, s, stage, opts)
+	var notStarted *startError
+	if trial && errors.As(err, &notStarted) {
+		// Switched, but the new release did not start: its trial fails.
+		a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Msg("installed")
+		return res, a.settle(ctx, s, verdict(fmt.Sprintf("it did not start: %v", notStarted.err)), true)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -419,11 +432,21 @@ func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage
 	if wasActive {
 		// After a failed switch this starts the old release again.
 		if serr := a.reset.Start(ctx); serr != nil {
+			if err == nil {
+				return wasActive, &startError{serr}
+			}
 			return wasActive, errors.Join(err, serr)
 		}
 	}
 	return wasActive, err
 }
+
+// startError is a switch that went through, after which the app's unit
+// did not start on the new release.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return "the new release was switched in but did not start: " + e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
 
 // SwitchTimeout bounds stop, switch and start once a download is complete.
 const SwitchTimeout = 3 * time.Minute

@@ -44,7 +44,7 @@ const (
 // trialPoll is how often a trial looks at the unit; healthRetry how often a
 // failed health check is tried again within the grace.
 const (
-	trialPoll   = 500 * time.Millisecond
+	trialPoll   = 200 * time.Millisecond
 	healthRetry = 2 * time.Second
 )
 
@@ -95,6 +95,9 @@ func (a *Agent) judge(ctx context.Context) (verdict, error) {
 			h, err := p.Probe(ctx)
 			if err != nil {
 				return "", err
+			}
+			if stoppedCleanly(first, h) {
+				return "", errStopped
 			}
 			if v := runChanged(first, h, now.Sub(active)); v != "" {
 				return v, nil
@@ -149,6 +152,10 @@ func (a *Agent) unitVerdict(h reset.Health, start time.Time, err error) (verdict
 	return verdict(fmt.Sprintf("%s was not active within %v (still %s/%s)", a.app.Unit, a.app.StartTimeout, h.ActiveState, h.SubState)), nil
 }
 
+// errStopped is a unit stopped cleanly during its trial (a shutdown, an
+// operator's `systemctl stop`): no verdict either way, the trial stays open.
+var errStopped = errors.New("the unit was stopped during its trial")
+
 // runChanged says how the unit's run ended, if it did: failed, restarted
 // by systemd, or replaced by another run.
 func runChanged(first, now reset.Health, after time.Duration) verdict {
@@ -163,6 +170,16 @@ func runChanged(first, now reset.Health, after time.Duration) verdict {
 		return verdict(fmt.Sprintf("the unit is %s/%s after %v%s", now.ActiveState, now.SubState, after.Round(time.Second), how(now)))
 	}
 	return ""
+}
+
+// stoppedCleanly reports a unit that someone stopped (deactivating, or
+// inactive with result "success" and no restart): at shutdown the app may
+// stop before the agent hears of it, and that says nothing of the release.
+func stoppedCleanly(first, now reset.Health) bool {
+	if now.NRestarts != first.NRestarts || now.Result != "" && now.Result != "success" {
+		return false
+	}
+	return now.ActiveState == "deactivating" || now.ActiveState == "inactive"
 }
 
 func how(h reset.Health) string {
@@ -442,6 +459,12 @@ func (a *Agent) JudgeOpenTrial(ctx context.Context) error {
 	if err := a.countBoot(ctx, s, true); err != nil {
 		return err
 	}
+	return a.judgeOpen(ctx, s)
+}
+
+// judgeOpen judges the trial state.json has open, if any (not before the
+// reboot the agent asked for), under the caller's lock.
+func (a *Agent) judgeOpen(ctx context.Context, s *store.Store) error {
 	st, err := s.State()
 	if err != nil || st.Trial == nil || st.Trial.RebootPending {
 		return err
@@ -449,7 +472,7 @@ func (a *Agent) JudgeOpenTrial(ctx context.Context) error {
 	a.log.Info().Str("version", st.Trial.Version).Msg("judging the release on trial")
 	v, err := a.judge(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("judge %s: %w (the trial stays open)", st.Trial.Version, err)
 	}
 	return a.settle(ctx, s, v, true)
 }
