@@ -445,7 +445,9 @@ func (a *Agent) switchTo(ctx context.Context, s *store.Store, stage *store.Stage
 // did not start on the new release.
 type startError struct{ err error }
 
-func (e *startError) Error() string { return "the new release was switched in but did not start: " + e.err.Error() }
+func (e *startError) Error() string {
+	return "the new release was switched in but did not start: " + e.err.Error()
+}
 func (e *startError) Unwrap() error { return e.err }
 
 // SwitchTimeout bounds stop, switch and start once a download is complete.
