@@ -18,6 +18,7 @@ import (
 // debConfig is the admin's edit of the packaged /etc/ota-agent/config.toml:
 // one app from the release server in the container, no unit.
 const debConfig = `interval = "10s"
+metrics_textfile = "/var/lib/prometheus/node-exporter/ota_agent.prom"
 
 [[app]]
 name = "sample"
@@ -69,6 +70,9 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 		}
 	}
 	nspawnWrite(t, filepath.Join(root, "etc/systemd/system/ota-serve.service"), debServeUnit)
+	if err := os.MkdirAll(filepath.Join(root, "var/lib/prometheus/node-exporter"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	releases := t.TempDir()
 	nspawnPublish(t, releases, "v1")
 	t.Cleanup(func() {
@@ -115,6 +119,12 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	debWaitVersion(t, c, "v2")
 	nspawnFile(t, filepath.Join(root, "opt/sample/VERSION"), "v2\n")
 	debJournalFields(t, c)
+	// The daemon's metrics: two releases installed, the last v2.
+	prom, err := os.ReadFile(filepath.Join(root, "var/lib/prometheus/node-exporter/ota_agent.prom"))
+	if err != nil || !strings.Contains(string(prom), `ota_agent_updates_total{app="sample"} 2`) ||
+		!strings.Contains(string(prom), `ota_agent_info{app="sample",version="v2"} 1`) {
+		t.Errorf("metrics_textfile after v1 and v2 (%v):\n%s", err, prom)
+	}
 	// doctor on the installed board: every line ok, the packaged units
 	// enabled included.
 	if out, err := c.Exec(t.Context(), "ota-agent", "doctor"); err != nil || strings.Contains(string(out), "FAIL") ||
@@ -197,13 +207,13 @@ func debJournalFields(t *testing.T, c *testenv.Container) {
 				continue
 			}
 			seen = append(seen, fmt.Sprintf("%v %v->%v", e["MESSAGE"], e["FROM"], e["TO"]))
-			if e["MESSAGE"] == "installed" && e["APP"] == "sample" && e["FROM"] == "v1" && e["TO"] == "v2" &&
+			if strings.HasPrefix(fmt.Sprint(e["MESSAGE"]), "installed app=sample") && e["APP"] == "sample" && e["FROM"] == "v1" && e["TO"] == "v2" &&
 				e["PRIORITY"] == "6" && strings.Contains(fmt.Sprint(e["JSON"]), `"to":"v2"`) {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("journalctl -u ota-agent.service APP=sample -o json: no record MESSAGE=installed APP=sample FROM=v1 TO=v2 PRIORITY=6; records with APP=sample: %q", seen)
+			t.Errorf("journalctl -u ota-agent.service APP=sample -o json: no record MESSAGE=\"installed app=sample ...\" APP=sample FROM=v1 TO=v2 PRIORITY=6; records with APP=sample: %q", seen)
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
