@@ -23,7 +23,7 @@ test:
 
 # The libraries again on 32-bit ARM (Pi 1/Zero) and arm64 under qemu-user
 # (Debian's qemu-user-static): catches 32-bit struct and ioctl mistakes.
-ARM_PKGS := ./wire ./store ./agent ./serve ./reset
+ARM_PKGS := ./wire ./store ./agent ./serve ./reset ./board ./metrics
 test-arm:
 	GOARCH=arm GOARM=6 $(GO) test -count=1 -exec qemu-arm-static $(ARM_PKGS)
 	GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64-static $(ARM_PKGS)
