@@ -252,16 +252,39 @@ func nspawnUpToDate(t *testing.T, c *testenv.Container, statePath string, want n
 			}
 		}
 	}
-	log := c.Run(t, "journalctl", "-b", "-u", "ota-agent-boot.service", "-o", "cat", "--no-pager")
-	if !strings.Contains(log, `"message":"up to date"`) || !strings.Contains(log, `"version":"`+want.Version+`"`) {
+	log := c.Run(t, "journalctl", "-b", "-u", "ota-agent-boot.service", "-o", "json", "--no-pager")
+	if !nspawnLogged(log, "up to date", want.Version) {
 		t.Errorf("ota-agent-boot.service log does not say up to date at %s:\n%s", want.Version, log)
 	}
-	if strings.Contains(log, `"message":"installed"`) {
+	if nspawnLogged(log, "installed", "") {
 		t.Errorf("ota-agent-boot.service installed again:\n%s", log)
 	}
 	if got := nspawnState(t, statePath); got.Version != want.Version || !got.InstalledAt.Equal(want.InstalledAt) {
 		t.Errorf("state.json = version %q installed at %v, want unchanged %q at %v", got.Version, got.InstalledAt, want.Version, want.InstalledAt)
 	}
+}
+
+// nspawnLogged reports whether a unit's journal (journalctl -o json) has a
+// record with message msg (and, unless "", version), whether the agent
+// wrote to the journal with fields (MESSAGE=, VERSION=) or JSON lines.
+func nspawnLogged(journal, msg, version string) bool {
+	for _, line := range strings.Split(journal, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		m, _ := rec["MESSAGE"].(string)
+		v, _ := rec["VERSION"].(string)
+		var inner map[string]any
+		if json.Unmarshal([]byte(m), &inner) == nil {
+			m, _ = inner["message"].(string)
+			v, _ = inner["version"].(string)
+		}
+		if m == msg && (version == "" || v == version) {
+			return true
+		}
+	}
+	return false
 }
 
 // nspawnJournal logs what the agent's units, the app and the release
