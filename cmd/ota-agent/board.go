@@ -7,8 +7,11 @@ import (
 )
 
 // userAgent is every request's User-Agent: "ota-agent/<version> (<model>;
-// <os> <arch>)" (board.UserAgent).
-func userAgent() string { return board.UserAgent(Version, boardIdentity(false)) }
+// <os> <arch>)" (board.UserAgent), with the serial number when cfg says
+// identify = "serial". cfg may be nil (the demo).
+func userAgent(cfg *Config) string {
+	return board.UserAgent(Version, boardIdentity(cfg != nil && cfg.Identify == "serial"))
+}
 
 // boardIdentity is the board's identity, read once per run (model and OS;
 // the serial number too with identify = "serial").

@@ -39,9 +39,24 @@ func TestUserAgentNamesTheBoard(t *testing.T) {
 		t.Fatalf("board.UserAgent = %q", want)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if len(agents) == 0 || agents[0] != want {
 		t.Errorf("User-Agent = %q, want %q", agents, want)
+	}
+	agents = nil
+	mu.Unlock()
+
+	// identify = "serial": the serial number too, where the board has one.
+	cfg := writeConfig(t, `identify = "serial"`, `runtime_dir = "`+filepath.Join(dir, "run")+`"`, "[[app]]",
+		`host = "`+srv.URL+`"`, `project = "p"`, `files = ["a"]`, `app_dir = "`+filepath.Join(dir, "app")+`"`,
+		`state_dir = "`+filepath.Join(dir, "state")+`"`)
+	if code := run(context.Background(), []string{"check", "--config", cfg}, &out, &errb); code != ExitUpdateAvail {
+		t.Fatalf("check --config = %d\n%s", code, errb.String())
+	}
+	want = board.UserAgent(Version, board.Read(board.Host{}, true))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(agents) == 0 || agents[0] != want {
+		t.Errorf("with identify = \"serial\": User-Agent = %q, want %q", agents, want)
 	}
 }
 

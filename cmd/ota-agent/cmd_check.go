@@ -33,7 +33,7 @@ func runCheck(ctx context.Context, g *globals, o *checkOptions, args []string) e
 	out := &results{on: o.asJSON}
 	defer out.print(g)
 	return forEachApp(ctx, cfg.Apps, log, func(ctx context.Context, app agent.App) error {
-		res, err := checkApp(ctx, app, badUnits[app.Name], log, cfg.RuntimeDir)
+		res, err := checkApp(ctx, app, badUnits[app.Name], log, cfg.RuntimeDir, userAgent(cfg))
 		textfile.recordResult(log, app.Name, res, err)
 		out.add(app.Name, res, err)
 		switch {
@@ -57,11 +57,11 @@ func runCheck(ctx context.Context, g *globals, o *checkOptions, args []string) e
 }
 
 // checkApp checks one app, unless its unit failed the check at start.
-func checkApp(ctx context.Context, app agent.App, badUnit error, log zerolog.Logger, runtimeDir string) (agent.Result, error) {
+func checkApp(ctx context.Context, app agent.App, badUnit error, log zerolog.Logger, runtimeDir, ua string) (agent.Result, error) {
 	if badUnit != nil {
 		return agent.Result{App: app.Name}, badUnit
 	}
-	ag, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: runtimeDir})
+	ag, err := agent.New(app, agent.Options{Log: log, UserAgent: ua, RuntimeDir: runtimeDir})
 	if err != nil {
 		return agent.Result{App: app.Name}, err
 	}

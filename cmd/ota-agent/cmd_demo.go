@@ -89,7 +89,7 @@ func runDemo(ctx context.Context, g *globals, keep bool, level string, args []st
 	if err := app.Validate(); err != nil {
 		return err
 	}
-	a, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(), RuntimeDir: filepath.Join(tmp, "run")})
+	a, err := agent.New(app, agent.Options{Log: log, UserAgent: userAgent(nil), RuntimeDir: filepath.Join(tmp, "run")})
 	if err != nil {
 		return err
 	}

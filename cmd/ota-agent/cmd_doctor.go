@@ -92,7 +92,7 @@ func runDoctor(ctx context.Context, g *globals, o *doctorOptions, args []string)
 	}
 	defer os.RemoveAll(tmp)
 	for _, app := range cfg.Apps {
-		d.server(ctx, app, tmp)
+		d.server(ctx, app, tmp, userAgent(cfg))
 		d.dirs(app)
 		d.unit(ctx, app)
 		d.watchdog(app)
@@ -142,9 +142,9 @@ func (d *doctor) units(ctx context.Context, systemctl string) {
 }
 
 // server asks the app's server for its version, as check does.
-func (d *doctor) server(ctx context.Context, app agent.App, runtimeDir string) {
+func (d *doctor) server(ctx context.Context, app agent.App, runtimeDir, ua string) {
 	what := app.Name + ": server"
-	ag, err := agent.New(app, agent.Options{UserAgent: userAgent(), RuntimeDir: runtimeDir})
+	ag, err := agent.New(app, agent.Options{UserAgent: ua, RuntimeDir: runtimeDir})
 	if err != nil {
 		d.fail(what, err, "correct the key it names")
 		return

@@ -44,7 +44,7 @@ func runRun(ctx context.Context, g *globals, o *runOptions, args []string) error
 		f := agent.Fleet{Interval: cfg.Interval}
 		for _, app := range cfg.Apps {
 			job := agent.Job{App: app, Interval: app.Interval, Options: agent.Options{
-				Log: a.log, Reset: resetterFor(app, a.log), Unit: unitFor(app, a.log), UserAgent: userAgent(), RuntimeDir: cfg.RuntimeDir,
+				Log: a.log, Reset: resetterFor(app, a.log), Unit: unitFor(app, a.log), UserAgent: userAgent(cfg), RuntimeDir: cfg.RuntimeDir,
 			}}
 			if app.Reset == agent.ResetHard {
 				job.Reboot = hardResetFor(app, []string{app.Name}, cfg.RebootGrace, g.machine, a.log)

@@ -68,7 +68,7 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 			out.add(app.Name, agent.Result{}, err)
 			return err
 		}
-		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, *boot, o.force)
+		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, userAgent(cfg), *boot, o.force)
 		textfile.recordResult(log, app.Name, res, err)
 		if err == nil && res.Bad != nil {
 			log.Warn().Str("app", app.Name).Str("version", res.Remote).Str("reason", res.Bad.Reason).
@@ -100,9 +100,9 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 	return err
 }
 
-func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir string, boot, force bool) (agent.Result, error) {
+func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir, ua string, boot, force bool) (agent.Result, error) {
 	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), Unit: unitFor(app, log),
-		UserAgent: userAgent(), LockWait: wait, RuntimeDir: runtimeDir, Boot: boot, Force: force})
+		UserAgent: ua, LockWait: wait, RuntimeDir: runtimeDir, Boot: boot, Force: force})
 	if err != nil {
 		return agent.Result{App: app.Name}, err
 	}

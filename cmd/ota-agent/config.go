@@ -29,7 +29,7 @@ type Config struct {
 	RuntimeDir   string        // global runtime_dir, default store.DefaultRuntimeDir
 	RebootGrace  time.Duration // global reboot_grace, default 90s
 	// Identify is the global identify: "model" (default, also "") or "serial",
-	// which adds the board's serial number to status.
+	// which adds the board's serial number to status and the User-Agent.
 	Identify string
 	// MetricsTextfile is the global metrics_textfile: the Prometheus
 	// textfile written after each check; "" for none.
