@@ -40,6 +40,9 @@ type Options struct {
 	// whenever response bytes arrive (PhaseTransfer): the daemon's watchdog
 	// pings only while every check is idle or visibly moving.
 	Heartbeat func(Phase)
+	// Progress, if set, is called as a release downloads: at its start,
+	// as bytes arrive, after each file and at the end (a progress line).
+	Progress func(Progress)
 	// RuntimeDir, if set, receives each check's outcome (store.WriteStatus):
 	// volatile, so routine checks never write to the SD card.
 	RuntimeDir string
@@ -91,6 +94,8 @@ type Agent struct {
 	// badSaid is the bad version whose refusal was last logged, so the
 	// daemon says it once.
 	badSaid string
+	// prog follows a release's download for Options.Progress.
+	prog *progress
 	// last is the version the server last sent in full, with its validators.
 	last struct {
 		tag string
@@ -125,7 +130,8 @@ func New(app App, o Options) (*Agent, error) {
 	if o.Heartbeat == nil {
 		o.Heartbeat = func(Phase) {}
 	}
-	c.progress = func() { o.Heartbeat(PhaseTransfer) }
+	prog := &progress{report: o.Progress, client: c}
+	c.progress = func() { o.Heartbeat(PhaseTransfer); prog.bytes() }
 	keys, err := parseKeys(app.PublicKeys)
 	if err != nil {
 		return nil, &ConfigError{App: app.Name, Key: "public_keys", Msg: err.Error()}
@@ -143,6 +149,7 @@ func New(app App, o Options) (*Agent, error) {
 		unit:   o.Unit,
 		boot:   o.Boot,
 		force:  o.Force,
+		prog:   prog,
 	}
 	return a, nil
 }
@@ -405,6 +412,7 @@ func (a *Agent) download(ctx context.Context, stage *store.Stage, tag, file stri
 		return err
 	}
 	defer resp.Close()
+	a.prog.file(file, resp.ContentLength)
 	if _, err := stage.Download(file, d); err != nil {
 		if errors.Is(err, store.ErrTruncated) {
 			err = fmt.Errorf("%w: %w", ErrUnreachable, err)

@@ -140,19 +140,27 @@ func sameSet(a, b []string) bool {
 // and mode; without one, each configured file is downloaded as before.
 func (a *Agent) stageRelease(ctx context.Context, stage *store.Stage, rel *release) error {
 	if rel.manifest == nil {
+		a.prog.begin(a.app.Name, rel.tag, len(a.app.Files))
 		for _, f := range a.app.Files {
 			if err := a.download(ctx, stage, rel.tag, f); err != nil {
 				return err
 			}
+			a.prog.done()
 		}
+		a.prog.finish()
 		return stage.DropPartials()
 	}
+	a.prog.begin(a.app.Name, rel.tag, len(rel.manifest.Files))
+	defer a.prog.finish()
 	stage.SetSequence(0)
 	if len(a.keys) > 0 {
 		stage.SetSequence(rel.manifest.Sequence)
 	}
 	reused := 0
-	for _, f := range rel.manifest.Files {
+	for i, f := range rel.manifest.Files {
+		if i > 0 {
+			a.prog.done() // the one before, whichever way it was staged
+		}
 		w := store.Want{Size: f.Size, SHA256: f.SHA256, Mode: f.Perm()}
 		if _, ok := stage.HaveWant(f.Path, w); ok {
 			continue
@@ -176,6 +184,9 @@ func (a *Agent) stageRelease(ctx context.Context, stage *store.Stage, rel *relea
 			return err
 		}
 	}
+	if len(rel.manifest.Files) > 0 {
+		a.prog.done()
+	}
 	if reused > 0 {
 		a.log.Debug().Int("files", reused).Msg("files the app already held were reused, not downloaded")
 	}
@@ -190,6 +201,7 @@ func (a *Agent) downloadWant(ctx context.Context, stage *store.Stage, tag, file 
 		return err
 	}
 	defer resp.Close()
+	a.prog.file(file, w.Size)
 	d.Want = &w
 	if _, err := stage.Download(file, d); err != nil {
 		if errors.Is(err, store.ErrTruncated) {

@@ -57,6 +57,14 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 		}
 		return fmt.Errorf("%w (%v): %w", errBootDeadline, cfg.BootDeadline, err)
 	}
+	// A progress line per release on a terminal; never in a pipe or the
+	// journal.
+	var show func(agent.Progress)
+	var line *progressLine
+	if isTerminal(g.stderr) && !o.asJSON {
+		line = newProgressLine(g.stderr)
+		show = line.show
+	}
 	var textfile metricsFile
 	textfile.set(cfg.MetricsTextfile)
 	var reboot []agent.App
@@ -68,7 +76,10 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 			out.add(app.Name, agent.Result{}, err)
 			return err
 		}
-		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, userAgent(cfg), *boot, o.force)
+		res, err := updateApp(appCtx, app, log, wait.d, cfg.RuntimeDir, userAgent(cfg), *boot, o.force, show)
+		if line != nil {
+			line.end()
+		}
 		textfile.recordResult(log, app.Name, res, err)
 		if err == nil && res.Bad != nil {
 			log.Warn().Str("app", app.Name).Str("version", res.Remote).Str("reason", res.Bad.Reason).
@@ -100,9 +111,9 @@ func runUpdate(ctx context.Context, g *globals, o *updateOptions, args []string)
 	return err
 }
 
-func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir, ua string, boot, force bool) (agent.Result, error) {
+func updateApp(ctx context.Context, app agent.App, log zerolog.Logger, wait time.Duration, runtimeDir, ua string, boot, force bool, show func(agent.Progress)) (agent.Result, error) {
 	a, err := agent.New(app, agent.Options{Log: log, Reset: resetterFor(app, log), Unit: unitFor(app, log),
-		UserAgent: ua, LockWait: wait, RuntimeDir: runtimeDir, Boot: boot, Force: force})
+		UserAgent: ua, LockWait: wait, RuntimeDir: runtimeDir, Boot: boot, Force: force, Progress: show})
 	if err != nil {
 		return agent.Result{App: app.Name}, err
 	}
