@@ -266,20 +266,25 @@ func nspawnUpToDate(t *testing.T, c *testenv.Container, statePath string, want n
 
 // nspawnLogged reports whether a unit's journal (journalctl -o json) has a
 // record with message msg (and, unless "", version), whether the agent
-// wrote to the journal with fields (MESSAGE=, VERSION=) or JSON lines.
+// wrote to the journal (its record in JSON=) or JSON lines to its stderr.
 func nspawnLogged(journal, msg, version string) bool {
 	for _, line := range strings.Split(journal, "\n") {
 		var rec map[string]any
 		if json.Unmarshal([]byte(line), &rec) != nil {
 			continue
 		}
-		m, _ := rec["MESSAGE"].(string)
-		v, _ := rec["VERSION"].(string)
-		var inner map[string]any
-		if json.Unmarshal([]byte(m), &inner) == nil {
-			m, _ = inner["message"].(string)
-			v, _ = inner["version"].(string)
+		// The agent's own record: the journal's JSON= field, or the
+		// message itself when it logs JSON lines to its stderr.
+		raw, ok := rec["JSON"].(string)
+		if !ok {
+			raw, _ = rec["MESSAGE"].(string)
 		}
+		var inner map[string]any
+		if json.Unmarshal([]byte(raw), &inner) != nil {
+			continue
+		}
+		m, _ := inner["message"].(string)
+		v, _ := inner["version"].(string)
 		if m == msg && (version == "" || v == version) {
 			return true
 		}

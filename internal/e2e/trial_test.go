@@ -423,11 +423,11 @@ func trialSeen(t *testing.T, path string) string {
 }
 
 // trialLogSays reports whether a unit's log (journalctl -o cat) has a
-// record with message msg: a line of its own (the journald writer's
-// MESSAGE=) or a JSON line's "message".
+// record with message msg: a line that starts with it (the journal's
+// MESSAGE=, the message then its fields) or a JSON line's "message".
 func trialLogSays(log, msg string) bool {
 	for _, line := range strings.Split(log, "\n") {
-		if line == msg || strings.Contains(line, `"message":"`+msg+`"`) {
+		if line == msg || strings.HasPrefix(line, msg+" ") || strings.Contains(line, `"message":"`+msg+`"`) {
 			return true
 		}
 	}
