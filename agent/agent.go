@@ -264,19 +264,7 @@ func (a *Agent) count(res *Result, r0, b0 int64) {
 
 // Recover finishes or undoes a switch that a crash interrupted.
 func (a *Agent) Recover(ctx context.Context) error {
-	s, err := a.open()
-	if err != nil {
-		return err
-	}
-	l, err := s.Lock(ctx, a.wait)
-	if err != nil {
-		return err
-	}
-	defer l.Unlock()
-	if err := s.Recover(); err != nil {
-		return err
-	}
-	return a.countBoot(ctx, s, false)
+	return a.locked(ctx, func(s *store.Store) error { return a.countBoot(ctx, s, false) })
 }
 
 // Update brings the app to the published version: check, download every

@@ -444,22 +444,12 @@ func (a *Agent) countBoot(ctx context.Context, s *store.Store, restart bool) err
 // is running now. It does nothing without one, or before the reboot the
 // agent asked for. It holds the app's lock while it judges.
 func (a *Agent) JudgeOpenTrial(ctx context.Context) error {
-	s, err := a.open()
-	if err != nil {
-		return err
-	}
-	l, err := s.Lock(ctx, a.wait)
-	if err != nil {
-		return err
-	}
-	defer l.Unlock()
-	if err := s.Recover(); err != nil {
-		return err
-	}
-	if err := a.countBoot(ctx, s, true); err != nil {
-		return err
-	}
-	return a.judgeOpen(ctx, s)
+	return a.locked(ctx, func(s *store.Store) error {
+		if err := a.countBoot(ctx, s, true); err != nil {
+			return err
+		}
+		return a.judgeOpen(ctx, s)
+	})
 }
 
 // judgeOpen judges the trial state.json has open, if any (not before the
