@@ -108,13 +108,24 @@ func (c *appConfig) app(stateRoot, configDir string) (agent.App, error) {
 	if minRate, err = sizeValue(c.MinRate, "1KiB"); err != nil {
 		return bad("min_rate", "%v", err)
 	}
-	trial := map[string]time.Duration{}
-	for key, v := range map[string]string{"trial": c.Trial, "start_timeout": c.StartTimeout, "health_timeout": c.HealthTimeout, "health_grace": c.HealthGrace} {
-		if v == "" {
+	// The trial's durations, in key order so that the first bad one is
+	// the one reported; given ones go in after the defaults, as above.
+	trial := []struct {
+		key, raw string
+		dst      *time.Duration
+		v        time.Duration
+	}{
+		{key: "trial", raw: c.Trial, dst: &a.Trial},
+		{key: "start_timeout", raw: c.StartTimeout, dst: &a.StartTimeout},
+		{key: "health_timeout", raw: c.HealthTimeout, dst: &a.HealthTimeout},
+		{key: "health_grace", raw: c.HealthGrace, dst: &a.HealthGrace},
+	}
+	for i := range trial {
+		if trial[i].raw == "" {
 			continue
 		}
-		if trial[key], err = parseDuration(v); err != nil {
-			return bad(key, "%v", err)
+		if trial[i].v, err = parseDuration(trial[i].raw); err != nil {
+			return bad(trial[i].key, "%v", err)
 		}
 	}
 	if c.Password != "" && c.PasswordFile != "" {
@@ -145,9 +156,10 @@ func (c *appConfig) app(stateRoot, configDir string) (agent.App, error) {
 	if c.MinRateWindow != "" {
 		a.MinRateWindow = window
 	}
-	for key, d := range trial {
-		*map[string]*time.Duration{"trial": &a.Trial, "start_timeout": &a.StartTimeout,
-			"health_timeout": &a.HealthTimeout, "health_grace": &a.HealthGrace}[key] = d
+	for _, d := range trial {
+		if d.raw != "" {
+			*d.dst = d.v
+		}
 	}
 	if c.MaxBootAttempts != nil {
 		a.MaxBootAttempts = *c.MaxBootAttempts
