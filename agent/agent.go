@@ -361,7 +361,7 @@ func (a *Agent) Update(ctx context.Context) (res Result, err error) {
 	if trial && errors.As(err, &notStarted) {
 		// Switched, but the new release did not start: its trial fails.
 		a.log.Info().Str("from", orNone(res.Installed)).Str("to", res.Remote).Msg("installed")
-		return res, a.settle(ctx, s, verdict(fmt.Sprintf("it did not start: %v", notStarted.err)), true)
+		return res, a.settle(ctx, s, a.notStartedVerdict(ctx, notStarted.err), true)
 	}
 	if err != nil {
 		return res, err

@@ -182,6 +182,18 @@ func stoppedCleanly(first, now reset.Health) bool {
 	return now.ActiveState == "deactivating" || now.ActiveState == "inactive"
 }
 
+// notStartedVerdict says why a release switched in did not start: the
+// start error, and how its main process ended when the unit tells.
+func (a *Agent) notStartedVerdict(ctx context.Context, err error) verdict {
+	v := fmt.Sprintf("it did not start: %v", err)
+	if a.unit != nil {
+		if h, perr := a.unit.Probe(ctx); perr == nil {
+			v += how(h)
+		}
+	}
+	return verdict(v)
+}
+
 func how(h reset.Health) string {
 	var parts []string
 	if e := h.Exited(); e != "" {
